@@ -1,0 +1,87 @@
+// The framework-free contract every backend implements: one declaration per launcher.
+//
+// Layout: NCHW, C-contiguous, no aliasing between outputs and inputs. conv weights
+// (k, c, r, s), dense weights (out, in). T is float or double. Index math is int64_t.
+// Argument order: outputs, then const inputs, then the shape struct (then the stream on CUDA).
+//
+// Gradient contract: every backward OVERWRITES its outputs (never accumulates); any
+// gradient output may be nullptr, meaning "not wanted", and is then skipped entirely.
+// Accumulation across calls is the caller's job (what torch autograd / jax.custom_vjp expect).
+//
+// Numerics:
+// - max_pool2d: padding never wins (it is -inf); ties keep the first maximum in row-major
+//   window order; a NaN wins over any number and a later NaN replaces an earlier one
+//   (PyTorch's rule `val > max || isnan(val)`). indices are int64 offsets h*W + w into the
+//   input plane, as in PyTorch.
+// - avg_pool2d: divisor kh*kw when count_include_pad, else the number of in-bounds
+//   elements of the window.
+// - softmax / log_softmax: subtract the row max before exp, so +-1e4 logits are finite.
+// - cross_entropy: loss[i] = logsumexp(logits[i,:]) - logits[i, labels[i]] (per row; the
+//   mean is taken by the caller). backward: dlogits[i,j] = scale * (softmax[i,j] - [j == labels[i]]).
+// Labels are int64 and already range-checked by the caller.
+#pragma once
+#include <cstdint>
+
+#include "shapes.h"
+
+namespace lf {
+
+// ---- convolution ----
+template <typename T>
+void conv2d_forward_cpu(T* y, const T* x, const T* w, const T* b, const Conv2dShape& s);
+template <typename T>
+void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
+                         const Conv2dShape& s);
+
+// ---- pooling ----
+// indices may be nullptr (forward without return_indices).
+template <typename T>
+void max_pool2d_forward_cpu(T* y, int64_t* indices, const T* x, const Pool2dShape& s);
+// dx is zeroed, then dx[plane, indices[o]] += dy[o] (overlapping windows accumulate).
+template <typename T>
+void max_pool2d_backward_cpu(T* dx, const T* dy, const int64_t* indices, const Pool2dShape& s);
+template <typename T>
+void avg_pool2d_forward_cpu(T* y, const T* x, const Pool2dShape& s, bool count_include_pad);
+template <typename T>
+void avg_pool2d_backward_cpu(T* dx, const T* dy, const Pool2dShape& s, bool count_include_pad);
+
+// ---- dense ----
+// y = x w^T + b (b may be nullptr)
+template <typename T>
+void linear_forward_cpu(T* y, const T* x, const T* w, const T* b, const LinearShape& s);
+// dx = dy w, dw = dy^T x, db = sum_m dy
+template <typename T>
+void linear_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
+                         const LinearShape& s);
+
+// ---- softmax family ----
+template <typename T>
+void softmax_forward_cpu(T* y, const T* x, const SoftmaxShape& s);
+// dx = y * (dy - sum(dy * y))
+template <typename T>
+void softmax_backward_cpu(T* dx, const T* dy, const T* y, const SoftmaxShape& s);
+template <typename T>
+void log_softmax_forward_cpu(T* y, const T* x, const SoftmaxShape& s);
+// dx = dy - exp(y) * sum(dy)
+template <typename T>
+void log_softmax_backward_cpu(T* dx, const T* dy, const T* y, const SoftmaxShape& s);
+// logits (n, classes)
+template <typename T>
+void cross_entropy_forward_cpu(T* loss, const T* logits, const int64_t* labels, int64_t n,
+                               int64_t classes);
+template <typename T>
+void cross_entropy_backward_cpu(T* dlogits, const T* logits, const int64_t* labels, T scale,
+                                int64_t n, int64_t classes);
+
+// ---- elementwise ----
+template <typename T> void relu_forward_cpu(T* y, const T* x, int64_t n);
+// dx = dy where x > 0, else 0
+template <typename T> void relu_backward_cpu(T* dx, const T* dy, const T* x, int64_t n);
+template <typename T> void sigmoid_forward_cpu(T* y, const T* x, int64_t n);
+// dx = dy * y * (1 - y)
+template <typename T> void sigmoid_backward_cpu(T* dx, const T* dy, const T* y, int64_t n);
+template <typename T> void tanh_forward_cpu(T* y, const T* x, int64_t n);
+// dx = dy * (1 - y^2)
+template <typename T> void tanh_backward_cpu(T* dx, const T* dy, const T* y, int64_t n);
+
+}  // namespace lf

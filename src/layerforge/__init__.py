@@ -1,0 +1,20 @@
+"""layerforge: hand-written C++/CUDA kernels for CNN and RNN layers, with Numba fallbacks.
+
+Public names: ``layerforge.ops`` (the functional op set), ``info()``, ``set_num_threads()``,
+``get_num_threads()``, ``available_backends()``, ``default_backend()``. Importing the package
+needs only NumPy: compiled modules, Numba and frameworks load on first use.
+"""
+
+from __future__ import annotations
+
+from . import ops
+from ._backend import available as available_backends
+from ._backend import default_backend
+from ._info import get_num_threads, info, set_num_threads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__", "ops", "info", "available_backends", "default_backend",
+    "get_num_threads", "set_num_threads",
+]

@@ -1,0 +1,102 @@
+"""The one place that imports compiled or optional code, and picks the backend for a call.
+
+Backends are modules exposing the same *kernel interface*. ops.py validates and allocates;
+a kernel only computes. Every kernel takes C-contiguous NumPy arrays of one float dtype
+(float32 or float64; labels/indices int64), outputs first, then inputs, then int params;
+outputs are preallocated by the caller and OVERWRITTEN; a gradient output given as None is
+not computed. Kernels never allocate their outputs and never see bad shapes.
+
+Kernel interface (both ``_C`` and ``_numba`` implement all of it):
+
+    conv2d_forward(y, x, w, b|None, sh, sw, ph, pw, dh, dw)
+        x (N,C,H,W), w (K,C,R,S), b (K,), y (N,K,OH,OW); ph/pw are top/left padding.
+    conv2d_backward(dx|None, dw|None, db|None, dy, x, w, sh, sw, ph, pw, dh, dw)
+    max_pool2d_forward(y, indices|None, x, kh, kw, sh, sw, ph, pw)
+        indices int64 (N,C,OH,OW): offset h*W + w in the input plane.
+    max_pool2d_backward(dx, dy, indices, kh, kw, sh, sw, ph, pw)
+    avg_pool2d_forward(y, x, kh, kw, sh, sw, ph, pw, count_include_pad)
+    avg_pool2d_backward(dx, dy, kh, kw, sh, sw, ph, pw, count_include_pad)
+    linear_forward(y, x, w, b|None)                 x (M,IN), w (OUT,IN), y (M,OUT)
+    linear_backward(dx|None, dw|None, db|None, dy, x, w)
+    softmax_forward(y, x)  /  log_softmax_forward(y, x)        3-D (outer, dim, inner)
+    softmax_backward(dx, dy, y)  /  log_softmax_backward(dx, dy, y)
+    cross_entropy_forward(loss, logits, labels)     loss (N,), logits (N,C), labels int64 (N,)
+    cross_entropy_backward(dlogits, logits, labels, scale)
+    relu_forward(y, x), sigmoid_forward(y, x), tanh_forward(y, x)           1-D
+    relu_backward(dx, dy, x), sigmoid_backward(dx, dy, y), tanh_backward(dx, dy, y)
+
+The semantics (NaN and tie rules, gradient formulas) are those of csrc/ops.h and
+_reference.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Any
+
+BACKENDS: tuple[str, ...] = ("cpp", "numba", "cuda")
+_MODULES = {"cpp": "layerforge._C", "numba": "layerforge._numba", "cuda": "layerforge._cuda"}
+_loaded: dict[str, ModuleType | None] = {}
+_errors: dict[str, str] = {}
+
+
+def load(name: str) -> ModuleType | None:
+    """Import backend ``name`` once; None (with the reason kept) when it is unavailable."""
+    if name not in _loaded:
+        try:
+            _loaded[name] = importlib.import_module(_MODULES[name])
+        except Exception as exc:  # missing build, missing numba, broken driver: never fatal
+            _loaded[name] = None
+            _errors[name] = f"{type(exc).__name__}: {exc}"
+    return _loaded[name]
+
+
+def unavailable_reason(name: str) -> str | None:
+    load(name)
+    return _errors.get(name)
+
+
+def available() -> list[str]:
+    """CPU backends that can run ops here, in automatic-choice order."""
+    return [n for n in ("cpp", "numba") if load(n) is not None]
+
+
+def default_backend() -> str:
+    """LAYERFORGE_BACKEND if set, else C++ when _C imports, else Numba."""
+    env = os.environ.get("LAYERFORGE_BACKEND", "").strip().lower()
+    if env and env != "auto":
+        return _check_name(env, "LAYERFORGE_BACKEND")
+    avail = available()
+    if not avail:
+        raise RuntimeError(
+            "no CPU backend: the compiled module layerforge._C failed to import "
+            f"({_errors.get('cpp')}) and Numba is unavailable ({_errors.get('numba')})"
+        )
+    return avail[0]
+
+
+def _check_name(name: str, where: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"{where}: expected one of {BACKENDS} or 'auto', got {name!r}")
+    return name
+
+
+def resolve(backend: str | None) -> tuple[str, Any]:
+    """(name, module) for a call's ``backend=`` argument (None or 'auto' = the default)."""
+    if backend is None or backend == "auto":
+        name = default_backend()
+    else:
+        if not isinstance(backend, str):
+            raise TypeError(f"backend: expected a str such as 'cpp' or 'numba', got {type(backend).__name__}")
+        name = _check_name(backend.lower(), "backend")
+    if name == "cuda":
+        raise ValueError(
+            "backend='cuda': the CUDA kernels of the op set are not implemented yet; "
+            "use 'cpp' or 'numba' (layerforge.info() shows what is built)"
+        )
+    mod = load(name)
+    if mod is None:
+        raise RuntimeError(f"backend {name!r} is not available here: {_errors.get(name)}")
+    return name, mod

@@ -1,0 +1,89 @@
+"""What this installation holds: version, compiled backends, CPU features, threads, GPUs."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Any, TextIO
+
+from . import _backend
+
+
+def get_num_threads() -> int:
+    """Threads the C++ kernels use (OpenMP), or os.cpu_count() when _C is not built."""
+    c = _backend.load("cpp")
+    return int(c.get_num_threads()) if c is not None else (os.cpu_count() or 1)
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for the C++ (OpenMP) and, once loaded, the Numba kernels."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: expected an int >= 1, got {n!r}")
+    c = _backend.load("cpp")
+    if c is not None:
+        c.set_num_threads(n)
+    if "numba" in sys.modules:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def collect() -> dict[str, Any]:
+    """The facts info() prints, as a dict."""
+    from . import __version__
+
+    d: dict[str, Any] = {"version": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
+    c = _backend.load("cpp")
+    if c is not None:
+        d["cpp"] = {"built": True, **dict(c.build_info()), "simd_path": c.simd_path(),
+                    "cpu_features": list(c.cpu_features()), "threads": int(c.get_num_threads())}
+    else:
+        d["cpp"] = {"built": False, "reason": _backend.unavailable_reason("cpp")}
+    nb = _backend.load("numba")
+    if nb is not None:
+        import numba
+
+        d["numba"] = {"available": True, "version": numba.__version__, "threads": numba.get_num_threads()}
+    else:
+        d["numba"] = {"available": False, "reason": _backend.unavailable_reason("numba")}
+    cu = _backend.load("cuda")
+    if cu is not None:
+        d["cuda"] = {"built": True, **dict(cu.build_info()), **dict(cu.status())}
+    else:
+        d["cuda"] = {"built": False, "reason": _backend.unavailable_reason("cuda")}
+    try:
+        d["default_backend"] = _backend.default_backend()
+    except RuntimeError as exc:
+        d["default_backend"] = f"none ({exc})"
+    return d
+
+
+def info(file: TextIO | None = None) -> dict[str, Any]:
+    """Print what this installation holds and return it as a dict."""
+    d = collect()
+    out = file or sys.stdout
+    w = lambda s="": print(s, file=out)  # noqa: E731
+    w(f"layerforge {d['version']}  (Python {d['python']}, {d['platform']})")
+    c = d["cpp"]
+    if c["built"]:
+        w(f"  cpp    : built ({c.get('compiler', '?')}, OpenMP {c.get('openmp', '?')}), "
+          f"SIMD path {c['simd_path']}, {c['threads']} threads")
+        w(f"           CPU features used: {', '.join(c['cpu_features']) or 'none (scalar)'}")
+    else:
+        w(f"  cpp    : not available ({c['reason']})")
+    n = d["numba"]
+    w(f"  numba  : {'numba ' + n['version'] + ', ' + str(n['threads']) + ' threads' if n['available'] else 'not available (' + str(n['reason']) + ')'}")
+    cu = d["cuda"]
+    if cu["built"]:
+        w(f"  cuda   : built with CUDA {cu['cuda_compiler_version']} for {cu['architectures']} (op kernels: not yet)")
+        if cu["devices"]:
+            for dev in cu["devices"]:
+                cc = ".".join(map(str, dev["compute_capability"]))
+                w(f"           GPU {dev['index']}: {dev['name']} (sm_{cc.replace('.', '')}, {dev['total_memory'] / 2**30:.1f} GiB)")
+        else:
+            w(f"           GPUs seen: 0 ({cu['error'] or 'no device'})")
+    else:
+        w(f"  cuda   : not built ({cu['reason']})")
+    w(f"  default backend: {d['default_backend']}")
+    return d

@@ -1,0 +1,560 @@
+"""The functional op set: validate -> allocate -> dispatch to a backend's kernel.
+
+Semantics follow torch.nn.functional: NCHW activations, conv weights (K, C, R, S), dense
+weights (OUT, IN), cross-correlation, an explicit softmax ``dim``. Every op ``f`` has
+``f_backward(dy, <f's array inputs>, <f's params>)`` returning the gradients of f's array
+inputs in order (None for an absent bias). Backwards return fresh arrays unless ``out=``
+is given, and never accumulate into their outputs.
+
+Inputs may be any float32/float64 array-likes; non-contiguous or negative-stride arrays are
+copied to C order first (results are identical). All array arguments of a call must share
+one dtype. Every op takes ``backend=`` ('cpp', 'numba'; None = ``LAYERFORGE_BACKEND`` or the
+C++ module when built, else Numba).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _backend
+
+Array = np.ndarray
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+__all__ = [
+    "conv2d", "conv2d_backward", "conv2d_output_shape",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "linear", "linear_backward",
+    "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
+    "cross_entropy", "cross_entropy_backward",
+    "relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+]
+
+
+# ---------------------------------------------------------------------------- validation
+
+def _array(op: str, name: str, a: Any, ndim: int | tuple[int, ...] | None = None) -> Array:
+    """A C-contiguous float32/float64 ndarray, or a TypeError/ValueError naming op and arg."""
+    if not isinstance(a, np.ndarray) and _is_device_array(a):
+        raise TypeError(
+            f"{op}: {name} is a GPU array ({type(a).__module__}.{type(a).__name__}); the CPU "
+            "backends take NumPy arrays and the CUDA op set is not available in this build"
+        )
+    if a is None:
+        raise TypeError(f"{op}: {name} must be an array, got None")
+    arr = a if isinstance(a, np.ndarray) else np.asarray(a)
+    if arr.dtype not in _FLOATS:
+        raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {arr.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{op}: {name} must be {want}, got shape {arr.shape} ({arr.ndim}-D)")
+    return np.ascontiguousarray(arr)
+
+
+def _is_device_array(a: Any) -> bool:
+    if hasattr(a, "__cuda_array_interface__"):
+        return True
+    dev = getattr(a, "device", None)
+    return dev is not None and "cpu" not in str(dev).lower()
+
+
+def _same_dtype(op: str, **arrays: Array | None) -> np.dtype:
+    items = [(k, v) for k, v in arrays.items() if v is not None]
+    dt = items[0][1].dtype
+    for k, v in items[1:]:
+        if v.dtype != dt:
+            raise TypeError(
+                f"{op}: all arrays must share one dtype; {items[0][0]} is {dt} but {k} is {v.dtype}"
+            )
+    return dt
+
+
+def _int(op: str, name: str, v: Any) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        if isinstance(v, numbers.Real) and not math.isfinite(float(v)):
+            raise ValueError(f"{op}: {name} must be a finite integer, got {v!r}")
+        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__} {v!r}")
+    return int(v)
+
+
+def _pair(op: str, name: str, v: Any) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+        return _int(op, name, v[0]), _int(op, name, v[1])
+    i = _int(op, name, v)
+    return i, i
+
+
+def _positive(op: str, name: str, v: Any, minimum: int = 1) -> tuple[int, int]:
+    p = _pair(op, name, v)
+    if min(p) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {v!r}")
+    return p
+
+
+def _output(op: str, out: Array | None, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> Array:
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a NumPy array, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)} and dtype {dtype}, got {out.shape} {out.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{op}: {name} must be a writeable C-contiguous array")
+    return out
+
+
+def _expect_shape(op: str, name: str, a: Array, shape: tuple[int, ...]) -> None:
+    if a.shape != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {a.shape}")
+
+
+def _outs(op: str, out: Sequence[Array | None] | None, count: int) -> list[Array | None]:
+    if out is None:
+        return [None] * count
+    if not isinstance(out, (tuple, list)) or len(out) != count:
+        raise TypeError(f"{op}: out must be a tuple of {count} arrays (or None entries), got {out!r}")
+    return list(out)
+
+
+# ---------------------------------------------------------------------------- convolution
+
+def _conv_params(op: str, x: Array, w: Array, stride: Any, padding: Any, dilation: Any):
+    """Validated (sh, sw, pt, pb, pl, pr, dh, dw, oh, ow)."""
+    n, c, h, wd = x.shape
+    k, cw, r, s = w.shape
+    if cw != c:
+        raise ValueError(f"{op}: x has {c} channels but w expects {cw} (w shape {w.shape}, x shape {x.shape})")
+    sh, sw = _positive(op, "stride", stride)
+    dh, dw = _positive(op, "dilation", dilation)
+    if r < 1 or s < 1:
+        raise ValueError(f"{op}: kernel must be at least 1x1, got w shape {w.shape}")
+    if isinstance(padding, str):
+        if padding == "valid":
+            pt = pb = pl = pr = 0
+        elif padding == "same":
+            if (sh, sw) != (1, 1):
+                raise ValueError(f"{op}: padding='same' needs stride 1, got stride {(sh, sw)}")
+            th, tw = dh * (r - 1), dw * (s - 1)
+            pt, pb, pl, pr = th // 2, th - th // 2, tw // 2, tw - tw // 2
+        else:
+            raise ValueError(f"{op}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    else:
+        ph, pw = _positive(op, "padding", padding, minimum=0)
+        pt, pb, pl, pr = ph, ph, pw, pw
+    eh, ew = dh * (r - 1) + 1, dw * (s - 1) + 1
+    hp, wp = h + pt + pb, wd + pl + pr
+    if eh > hp or ew > wp:
+        raise ValueError(
+            f"{op}: kernel extent {(eh, ew)} (kernel {(r, s)}, dilation {(dh, dw)}) is larger than "
+            f"the padded input {(hp, wp)}"
+        )
+    return sh, sw, pt, pb, pl, pr, dh, dw, (hp - eh) // sh + 1, (wp - ew) // sw + 1
+
+
+def conv2d_output_shape(
+    x_shape: Sequence[int], w_shape: Sequence[int], stride: Any = 1, padding: Any = 0, dilation: Any = 1
+) -> tuple[int, int, int, int]:
+    """(N, K, OH, OW) of conv2d for inputs of these shapes (validates like conv2d)."""
+    x = np.empty(tuple(x_shape), np.float32)
+    w = np.empty(tuple(w_shape), np.float32)
+    p = _conv_params("conv2d", x, w, stride, padding, dilation)
+    return (x.shape[0], w.shape[0], p[8], p[9])
+
+
+def _conv_inputs(op: str, x: Any, w: Any, b: Any):
+    x = _array(op, "x", x, 4)
+    w = _array(op, "w", w, 4)
+    b = None if b is None else _array(op, "b", b, 1)
+    dt = _same_dtype(op, x=x, w=w, b=b)
+    if b is not None:
+        _expect_shape(op, "b", b, (w.shape[0],))
+    return x, w, b, dt
+
+
+def conv2d(
+    x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+    *, backend: str | None = None, out: Array | None = None,
+) -> Array:
+    """2-D cross-correlation. x (N, C, H, W), w (K, C, R, S), b (K,) -> (N, K, OH, OW).
+
+    padding: int, (ph, pw), 'valid' or 'same' (stride 1; the odd extra row/column of an even
+    kernel goes bottom/right, as in PyTorch).
+    """
+    op = "conv2d"
+    x, w, b, dt = _conv_inputs(op, x, w, b)
+    sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x, w, stride, padding, dilation)
+    _, k = _backend.resolve(backend)
+    y = _output(op, out, (x.shape[0], w.shape[0], oh, ow), dt)
+    if y.size:
+        k.conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw)
+    return y
+
+
+def conv2d_backward(
+    dy: Any, x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+    *, backend: str | None = None, out: Sequence[Array | None] | None = None,
+) -> tuple[Array, Array, Array | None]:
+    """Gradients (dx (N,C,H,W), dw (K,C,R,S), db (K,) or None) of conv2d for dy (N,K,OH,OW)."""
+    op = "conv2d_backward"
+    x, w, b, dt = _conv_inputs(op, x, w, b)
+    dy = _array(op, "dy", dy, 4)
+    _same_dtype(op, x=x, dy=dy)
+    sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x, w, stride, padding, dilation)
+    _expect_shape(op, "dy", dy, (x.shape[0], w.shape[0], oh, ow))
+    _, k = _backend.resolve(backend)
+    o = _outs(op, out, 3)
+    dx = _output(op, o[0], x.shape, dt, "out[0]")
+    dwt = _output(op, o[1], w.shape, dt, "out[1]")
+    db = _output(op, o[2], (w.shape[0],), dt, "out[2]") if b is not None else None
+    if dy.size == 0 or x.size == 0:
+        dx.fill(0)
+        dwt.fill(0)
+        if db is not None:
+            db.fill(0)
+    else:
+        k.conv2d_backward(dx, dwt, db, dy, x, w, sh, sw, pt, pl, dh, dw)
+    return dx, dwt, db
+
+
+# ---------------------------------------------------------------------------- pooling
+
+def _pool_params(op: str, x: Array, kernel_size: Any, stride: Any, padding: Any):
+    kh, kw = _positive(op, "kernel_size", kernel_size)
+    sh, sw = (kh, kw) if stride is None else _positive(op, "stride", stride)
+    ph, pw = _positive(op, "padding", padding, minimum=0)
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(f"{op}: padding {(ph, pw)} must be at most half the kernel size {(kh, kw)}")
+    hp, wp = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
+    if kh > hp or kw > wp:
+        raise ValueError(f"{op}: kernel_size {(kh, kw)} is larger than the padded input {(hp, wp)}")
+    return kh, kw, sh, sw, ph, pw, (hp - kh) // sh + 1, (wp - kw) // sw + 1
+
+
+def max_pool2d(
+    x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, return_indices: bool = False,
+    *, backend: str | None = None,
+) -> Array | tuple[Array, Array]:
+    """Max pooling. x (N, C, H, W) -> y (N, C, OH, OW) [, indices int64 (N, C, OH, OW)].
+
+    NaN propagates; ties go to the first maximum; indices are h*W + w in the input plane.
+    """
+    op = "max_pool2d"
+    x = _array(op, "x", x, 4)
+    kh, kw, sh, sw, ph, pw, oh, ow = _pool_params(op, x, kernel_size, stride, padding)
+    _, k = _backend.resolve(backend)
+    y = np.empty((x.shape[0], x.shape[1], oh, ow), x.dtype)
+    idx = np.empty(y.shape, np.int64) if return_indices else None
+    if y.size:
+        k.max_pool2d_forward(y, idx, x, kh, kw, sh, sw, ph, pw)
+    return (y, idx) if return_indices else y
+
+
+def max_pool2d_backward(
+    dy: Any, x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
+    *, indices: Any = None, backend: str | None = None, out: Array | None = None,
+) -> Array:
+    """dx (N, C, H, W) for dy (N, C, OH, OW); pass the forward's ``indices`` to skip the argmax."""
+    op = "max_pool2d_backward"
+    x = _array(op, "x", x, 4)
+    dy = _array(op, "dy", dy, 4)
+    _same_dtype(op, x=x, dy=dy)
+    kh, kw, sh, sw, ph, pw, oh, ow = _pool_params(op, x, kernel_size, stride, padding)
+    shape = (x.shape[0], x.shape[1], oh, ow)
+    _expect_shape(op, "dy", dy, shape)
+    _, k = _backend.resolve(backend)
+    dx = _output(op, out, x.shape, x.dtype)
+    if dy.size == 0:
+        dx.fill(0)
+        return dx
+    if indices is None:
+        idx = np.empty(shape, np.int64)
+        k.max_pool2d_forward(np.empty(shape, x.dtype), idx, x, kh, kw, sh, sw, ph, pw)
+    else:
+        idx = np.asarray(indices)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"{op}: indices must be an integer array, got dtype {idx.dtype}")
+        _expect_shape(op, "indices", idx, shape)
+        idx = np.ascontiguousarray(idx, np.int64)
+        plane = x.shape[2] * x.shape[3]
+        if idx.size and (idx.min() < 0 or idx.max() >= plane):
+            raise ValueError(f"{op}: indices must lie in [0, {plane}), got [{idx.min()}, {idx.max()}]")
+    k.max_pool2d_backward(dx, dy, idx, kh, kw, sh, sw, ph, pw)
+    return dx
+
+
+def avg_pool2d(
+    x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, count_include_pad: bool = True,
+    *, backend: str | None = None,
+) -> Array:
+    """Average pooling. x (N, C, H, W) -> (N, C, OH, OW); divisor kh*kw, or the in-bounds
+    count when count_include_pad=False."""
+    op = "avg_pool2d"
+    x = _array(op, "x", x, 4)
+    kh, kw, sh, sw, ph, pw, oh, ow = _pool_params(op, x, kernel_size, stride, padding)
+    _, k = _backend.resolve(backend)
+    y = np.empty((x.shape[0], x.shape[1], oh, ow), x.dtype)
+    if y.size:
+        k.avg_pool2d_forward(y, x, kh, kw, sh, sw, ph, pw, bool(count_include_pad))
+    return y
+
+
+def avg_pool2d_backward(
+    dy: Any, x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, count_include_pad: bool = True,
+    *, backend: str | None = None, out: Array | None = None,
+) -> Array:
+    """dx (N, C, H, W) of avg_pool2d for dy (N, C, OH, OW)."""
+    op = "avg_pool2d_backward"
+    x = _array(op, "x", x, 4)
+    dy = _array(op, "dy", dy, 4)
+    _same_dtype(op, x=x, dy=dy)
+    kh, kw, sh, sw, ph, pw, oh, ow = _pool_params(op, x, kernel_size, stride, padding)
+    _expect_shape(op, "dy", dy, (x.shape[0], x.shape[1], oh, ow))
+    _, k = _backend.resolve(backend)
+    dx = _output(op, out, x.shape, x.dtype)
+    if dy.size == 0:
+        dx.fill(0)
+    else:
+        k.avg_pool2d_backward(dx, dy, kh, kw, sh, sw, ph, pw, bool(count_include_pad))
+    return dx
+
+
+# ---------------------------------------------------------------------------- dense
+
+def _linear_inputs(op: str, x: Any, w: Any, b: Any):
+    x = _array(op, "x", x)
+    w = _array(op, "w", w, 2)
+    b = None if b is None else _array(op, "b", b, 1)
+    dt = _same_dtype(op, x=x, w=w, b=b)
+    if x.ndim < 1:
+        raise ValueError(f"{op}: x must have at least 1 dimension (..., in), got a scalar")
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(f"{op}: x has {x.shape[-1]} features (shape {x.shape}) but w expects {w.shape[1]} (w shape {w.shape})")
+    if b is not None:
+        _expect_shape(op, "b", b, (w.shape[0],))
+    return x, w, b, dt
+
+
+def linear(x: Any, w: Any, b: Any = None, *, backend: str | None = None, out: Array | None = None) -> Array:
+    """Dense layer y = x w^T + b. x (..., IN), w (OUT, IN), b (OUT,) -> (..., OUT)."""
+    op = "linear"
+    x, w, b, dt = _linear_inputs(op, x, w, b)
+    _, k = _backend.resolve(backend)
+    y = _output(op, out, x.shape[:-1] + (w.shape[0],), dt)
+    if y.size:
+        if x.shape[-1] == 0:
+            y[...] = 0 if b is None else b
+        else:
+            k.linear_forward(y.reshape(-1, w.shape[0]), x.reshape(-1, w.shape[1]), w, b)
+    return y
+
+
+def linear_backward(
+    dy: Any, x: Any, w: Any, b: Any = None,
+    *, backend: str | None = None, out: Sequence[Array | None] | None = None,
+) -> tuple[Array, Array, Array | None]:
+    """(dx (..., IN), dw (OUT, IN), db (OUT,) or None) for dy (..., OUT)."""
+    op = "linear_backward"
+    x, w, b, dt = _linear_inputs(op, x, w, b)
+    dy = _array(op, "dy", dy)
+    _same_dtype(op, x=x, dy=dy)
+    _expect_shape(op, "dy", dy, x.shape[:-1] + (w.shape[0],))
+    _, k = _backend.resolve(backend)
+    o = _outs(op, out, 3)
+    dx = _output(op, o[0], x.shape, dt, "out[0]")
+    dwt = _output(op, o[1], w.shape, dt, "out[1]")
+    db = _output(op, o[2], (w.shape[0],), dt, "out[2]") if b is not None else None
+    if dy.size == 0 or x.size == 0:
+        for g in (dx, dwt, db):
+            if g is not None:
+                g.fill(0)
+        if db is not None and dy.size:
+            db[...] = dy.reshape(-1, w.shape[0]).sum(axis=0)
+    else:
+        k.linear_backward(dx.reshape(-1, w.shape[1]), dwt, db, dy.reshape(-1, w.shape[0]), x.reshape(-1, w.shape[1]), w)
+    return dx, dwt, db
+
+
+# ---------------------------------------------------------------------------- softmax family
+
+def _dim(op: str, x: Array, dim: Any) -> tuple[int, int, int]:
+    """The (outer, dim, inner) view of x around axis ``dim``."""
+    if dim is None:
+        raise TypeError(f"{op}: dim must be given explicitly (as in torch.nn.functional)")
+    d = _int(op, "dim", dim)
+    if x.ndim == 0:
+        raise ValueError(f"{op}: x must have at least 1 dimension, got a scalar")
+    if not -x.ndim <= d < x.ndim:
+        raise ValueError(f"{op}: dim {d} is out of range for a {x.ndim}-D input of shape {x.shape}")
+    d %= x.ndim
+    return (int(np.prod(x.shape[:d])), x.shape[d], int(np.prod(x.shape[d + 1:])))
+
+
+def _softmax_fwd(op: str, kernel: str, x: Any, dim: Any, backend: str | None, out: Array | None) -> Array:
+    x = _array(op, "x", x)
+    v = _dim(op, x, dim)
+    _, k = _backend.resolve(backend)
+    y = _output(op, out, x.shape, x.dtype)
+    if y.size:
+        getattr(k, kernel)(y.reshape(v), x.reshape(v))
+    return y
+
+
+def _softmax_bwd(op: str, kernel: str, forward, dy: Any, x: Any, dim: Any, y: Any, backend: str | None, out: Array | None) -> Array:
+    dy = _array(op, "dy", dy)
+    if y is None:
+        if x is None:
+            raise TypeError(f"{op}: give x or the forward output y=")
+        y = forward(_array(op, "x", x), dim, backend=backend)
+    y = _array(op, "y", y)
+    _same_dtype(op, dy=dy, y=y)
+    _expect_shape(op, "dy", dy, y.shape)
+    v = _dim(op, y, dim)
+    _, k = _backend.resolve(backend)
+    dx = _output(op, out, y.shape, y.dtype)
+    if dx.size:
+        getattr(k, kernel)(dx.reshape(v), dy.reshape(v), y.reshape(v))
+    return dx
+
+
+def softmax(x: Any, dim: int, *, backend: str | None = None, out: Array | None = None) -> Array:
+    """exp(x) / sum(exp(x)) along ``dim`` (max-subtracted: finite for +-1e4 logits). Any shape."""
+    return _softmax_fwd("softmax", "softmax_forward", x, dim, backend, out)
+
+
+def softmax_backward(
+    dy: Any, x: Any = None, dim: int | None = None, *, y: Any = None,
+    backend: str | None = None, out: Array | None = None,
+) -> Array:
+    """dx = y * (dy - sum(dy * y, dim)); pass the forward's ``y=`` to skip recomputing it."""
+    return _softmax_bwd("softmax_backward", "softmax_backward", softmax, dy, x, dim, y, backend, out)
+
+
+def log_softmax(x: Any, dim: int, *, backend: str | None = None, out: Array | None = None) -> Array:
+    """x - logsumexp(x, dim), stable for +-1e4 logits. Any shape."""
+    return _softmax_fwd("log_softmax", "log_softmax_forward", x, dim, backend, out)
+
+
+def log_softmax_backward(
+    dy: Any, x: Any = None, dim: int | None = None, *, y: Any = None,
+    backend: str | None = None, out: Array | None = None,
+) -> Array:
+    """dx = dy - exp(y) * sum(dy, dim); pass the forward's ``y=`` to skip recomputing it."""
+    return _softmax_bwd("log_softmax_backward", "log_softmax_backward", log_softmax, dy, x, dim, y, backend, out)
+
+
+def _ce_inputs(op: str, logits: Any, labels: Any) -> tuple[Array, Array]:
+    logits = _array(op, "logits", logits, 2)
+    lab = np.asarray(labels)
+    if lab.dtype.kind not in "iu":
+        raise TypeError(f"{op}: labels must be an integer array of class indices, got dtype {lab.dtype}")
+    _expect_shape(op, "labels", lab, (logits.shape[0],))
+    n, c = logits.shape
+    if n and c == 0:
+        raise ValueError(f"{op}: logits must have at least one class, got shape {logits.shape}")
+    if lab.size and (lab.min() < 0 or lab.max() >= c):
+        raise ValueError(f"{op}: labels must lie in [0, {c}), got values in [{lab.min()}, {lab.max()}]")
+    return logits, np.ascontiguousarray(lab, np.int64)
+
+
+def cross_entropy(logits: Any, labels: Any, *, backend: str | None = None) -> Array:
+    """Mean over the batch of -log_softmax(logits)[i, labels[i]], fused and stable.
+
+    logits (N, C) float, labels (N,) int -> 0-d array of logits' dtype (NaN when N == 0, as torch).
+    """
+    op = "cross_entropy"
+    logits, lab = _ce_inputs(op, logits, labels)
+    _, k = _backend.resolve(backend)
+    if logits.shape[0] == 0:
+        return np.array(np.nan, logits.dtype)
+    loss = np.empty(logits.shape[0], logits.dtype)
+    k.cross_entropy_forward(loss, logits, lab)
+    return np.array(loss.mean(dtype=np.float64), logits.dtype)
+
+
+def cross_entropy_backward(
+    dloss: Any, logits: Any, labels: Any, *, backend: str | None = None, out: Array | None = None
+) -> Array:
+    """dlogits (N, C) = dloss * (softmax(logits) - onehot(labels)) / N."""
+    op = "cross_entropy_backward"
+    logits, lab = _ce_inputs(op, logits, labels)
+    g = np.asarray(dloss)
+    if g.size != 1 or g.dtype.kind not in "fiu":
+        raise TypeError(f"{op}: dloss must be a real scalar, got {dloss!r}")
+    _, k = _backend.resolve(backend)
+    dlogits = _output(op, out, logits.shape, logits.dtype)
+    if dlogits.size:
+        k.cross_entropy_backward(dlogits, logits, lab, float(g.reshape(())) / logits.shape[0])
+    return dlogits
+
+
+# ---------------------------------------------------------------------------- elementwise
+
+def _unary(op: str, kernel: str, x: Any, backend: str | None, out: Array | None) -> Array:
+    x = _array(op, "x", x)
+    _, k = _backend.resolve(backend)
+    y = _output(op, out, x.shape, x.dtype)
+    if y.size:
+        getattr(k, kernel)(y.reshape(-1), x.reshape(-1))
+    return y
+
+
+def _unary_bwd(op: str, kernel: str, dy: Any, saved: Any, saved_name: str, backend: str | None, out: Array | None) -> Array:
+    dy = _array(op, "dy", dy)
+    s = _array(op, saved_name, saved)
+    _same_dtype(op, dy=dy, **{saved_name: s})
+    _expect_shape(op, "dy", dy, s.shape)
+    _, k = _backend.resolve(backend)
+    dx = _output(op, out, s.shape, s.dtype)
+    if dx.size:
+        getattr(k, kernel)(dx.reshape(-1), dy.reshape(-1), s.reshape(-1))
+    return dx
+
+
+def relu(x: Any, *, backend: str | None = None, out: Array | None = None) -> Array:
+    """max(x, 0), elementwise (NaN stays NaN). Any shape."""
+    return _unary("relu", "relu_forward", x, backend, out)
+
+
+def relu_backward(dy: Any, x: Any, *, backend: str | None = None, out: Array | None = None) -> Array:
+    """dx = dy where x > 0, else 0."""
+    return _unary_bwd("relu_backward", "relu_backward", dy, x, "x", backend, out)
+
+
+def sigmoid(x: Any, *, backend: str | None = None, out: Array | None = None) -> Array:
+    """1 / (1 + exp(-x)), elementwise, without overflow for large |x|. Any shape."""
+    return _unary("sigmoid", "sigmoid_forward", x, backend, out)
+
+
+def _from_output(op: str, kernel: str, forward, dy: Any, x: Any, y: Any, backend: str | None, out: Array | None) -> Array:
+    if y is None:
+        if x is None:
+            raise TypeError(f"{op}: give x or the forward output y=")
+        y = forward(x, backend=backend)
+    return _unary_bwd(op, kernel, dy, y, "y", backend, out)
+
+
+def sigmoid_backward(
+    dy: Any, x: Any = None, *, y: Any = None, backend: str | None = None, out: Array | None = None
+) -> Array:
+    """dx = dy * y * (1 - y); pass the forward's ``y=`` to skip recomputing it."""
+    return _from_output("sigmoid_backward", "sigmoid_backward", sigmoid, dy, x, y, backend, out)
+
+
+def tanh(x: Any, *, backend: str | None = None, out: Array | None = None) -> Array:
+    """tanh(x), elementwise. Any shape."""
+    return _unary("tanh", "tanh_forward", x, backend, out)
+
+
+def tanh_backward(
+    dy: Any, x: Any = None, *, y: Any = None, backend: str | None = None, out: Array | None = None
+) -> Array:
+    """dx = dy * (1 - y^2); pass the forward's ``y=`` to skip recomputing it."""
+    return _from_output("tanh_backward", "tanh_backward", tanh, dy, x, y, backend, out)

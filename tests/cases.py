@@ -1,0 +1,66 @@
+"""The shape grids every backend runs against the oracle (and against torch when installed).
+
+Each grid covers batch 1 and 0, odd sizes, sizes off block multiples, stride > 1, padding,
+dilation, kernels as large as the padded input, 1x1 kernels and the documents' layer shapes.
+"""
+
+from __future__ import annotations
+
+# conv: (N, C, H, W, K, R, S, stride, padding, dilation, bias)
+CONV = [
+    (1, 1, 5, 5, 1, 3, 3, 1, 0, 1, True),            # batch 1, smallest
+    (0, 3, 7, 7, 4, 3, 3, 1, 1, 1, True),            # empty batch
+    (2, 3, 7, 9, 5, 3, 3, 1, 0, 1, True),            # odd sizes
+    (2, 1, 28, 28, 32, 3, 3, 1, 0, 1, True),         # documents' conv 1
+    (3, 32, 13, 13, 64, 3, 3, 1, 0, 1, True),        # documents' conv 2
+    (2, 64, 5, 5, 64, 3, 3, 1, 0, 1, True),          # documents' conv 3 (variant)
+    (2, 4, 11, 10, 6, 3, 5, (2, 3), (1, 2), 1, True),  # stride, rectangular padding
+    (2, 3, 9, 9, 4, 3, 3, 1, 2, 2, False),           # dilation, no bias
+    (2, 2, 5, 6, 3, 7, 8, 1, 1, 1, True),            # kernel == padded input
+    (2, 5, 6, 7, 3, 1, 1, 1, 0, 1, True),            # 1x1
+    (2, 5, 6, 7, 3, 1, 1, 2, 0, 1, False),           # 1x1, stride 2
+    (2, 3, 8, 8, 4, 4, 4, 1, "same", 1, True),       # 'same' with an even kernel (asymmetric)
+    (2, 3, 8, 7, 4, 3, 3, 1, "same", 2, True),       # 'same' with dilation
+    (1, 17, 5, 5, 19, 3, 3, 3, 1, 1, True),          # stride 3, odd channel counts
+    (3, 2, 1, 40, 3, 1, 5, 1, "valid", 1, True),     # one-row image
+    (2, 3, 1, 1, 4, 1, 1, 1, 0, 1, True),            # 1x1 image
+    (1, 7, 33, 31, 9, 5, 3, (1, 2), (2, 1), (1, 2), True),  # everything at once, off multiples
+]
+
+# pool: (N, C, H, W, kernel, stride, padding)
+POOL = [
+    (2, 3, 8, 8, 2, None, 0),
+    (1, 1, 5, 5, 2, None, 0),                # odd size: last row/column dropped
+    (2, 32, 26, 26, 2, None, 0),             # documents' pool 1
+    (2, 64, 11, 11, 2, None, 0),             # documents' pool 2 (odd)
+    (2, 3, 7, 9, 3, 2, 1),                   # overlapping windows with padding
+    (2, 2, 6, 7, (2, 3), (1, 2), (1, 1)),    # rectangular everything
+    (0, 3, 4, 4, 2, None, 0),                # empty batch
+    (2, 2, 4, 4, 6, 1, 1),                   # kernel == padded input
+    (1, 1, 3, 3, 3, 1, 1),                   # every window clipped
+    (2, 3, 9, 9, 1, 1, 0),                   # 1x1 window
+]
+
+# linear: (x shape, OUT, bias)
+LINEAR = [
+    ((1, 5), 3, True),
+    ((0, 5), 3, True),
+    ((7, 13), 11, True),
+    ((2, 3, 4, 16), 9, False),               # leading batch dims
+    ((16,), 4, True),                        # unbatched
+    ((32, 1600), 64, True),                  # documents' Dense(64)
+    ((32, 64), 10, True),                    # documents' Dense(10)
+    ((37, 129), 65, True),                   # off block multiples
+]
+
+# softmax: (shape, dim)
+SOFTMAX = [
+    ((1, 1), 1), ((4, 10), 1), ((4, 10), 0), ((3, 5, 7), 1), ((3, 5, 7), -1),
+    ((3, 5, 7), 0), ((0, 5), 1), ((2, 1000), 1), ((6,), 0), ((2, 3, 4, 5), 2),
+]
+
+# cross entropy: (N, classes)
+CROSS_ENTROPY = [(1, 1), (4, 10), (33, 7), (0, 5), (32, 10), (5, 1000)]
+
+# elementwise shapes
+ELEMENTWISE = [(0,), (1,), (7, 3, 5), (1000,), (32, 64, 11, 11)]

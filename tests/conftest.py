@@ -1,0 +1,86 @@
+"""Fixtures shared by the op tests: the backend grid, dtypes, the oracle comparison.
+
+Backends: 'cpp' (once per SIMD path the CPU supports, when _C can switch paths) and 'numba'.
+A backend that is missing is skipped, unless LAYERFORGE_REQUIRE_BACKENDS names it (CI sets
+it), in which case its tests fail: a build that silently lost _C must not look green.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from layerforge import _backend
+
+REQUIRED = {b for b in os.environ.get("LAYERFORGE_REQUIRE_BACKENDS", "").split(",") if b}
+
+
+def _cpp_variants() -> list[str]:
+    c = _backend.load("cpp")
+    if c is None or not hasattr(c, "supported_simd_paths"):
+        return ["cpp"]
+    return ["cpp"] + [f"cpp:{p}" for p in c.supported_simd_paths() if p != c.simd_path()]
+
+
+BACKENDS = _cpp_variants() + ["numba"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Backend name to pass as ``backend=``; 'cpp:<path>' forces a lower SIMD path for the test."""
+    name, _, path = request.param.partition(":")
+    if _backend.load(name) is None:
+        msg = f"backend {name!r} unavailable: {_backend.unavailable_reason(name)}"
+        if name in REQUIRED:
+            pytest.fail(msg + " (required by LAYERFORGE_REQUIRE_BACKENDS)")
+        pytest.skip(msg)
+    if path:
+        c = _backend.load("cpp")
+        old = c.simd_path()
+        c.set_simd_path(path)
+        yield name
+        c.set_simd_path(old)
+    else:
+        yield name
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return request.param
+
+
+def tolerance(dtype) -> tuple[float, float]:
+    """(rtol, atol relative to the reference's scale) for a dtype."""
+    return (2e-4, 2e-5) if np.dtype(dtype) == np.float32 else (1e-10, 1e-11)
+
+
+def assert_close(ours, ref, dtype, what: str = "") -> None:
+    """|ours - ref| <= atol + rtol*|ref| elementwise, atol scaled by max|ref|; NaN where ref is NaN."""
+    ours = np.asarray(ours)
+    ref = np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != reference {ref.shape}"
+    assert ours.dtype == np.dtype(dtype), f"{what}: dtype {ours.dtype} != {np.dtype(dtype)}"
+    if ref.size == 0:
+        return
+    nan = np.isnan(ref)
+    assert np.array_equal(np.isnan(ours), nan), f"{what}: NaN pattern differs from the reference"
+    o, r = ours[~nan].astype(np.float64), ref[~nan]
+    if r.size == 0:
+        return
+    inf = np.isinf(r)
+    assert np.array_equal(o[inf], r[inf]), f"{what}: infinities differ from the reference"
+    o, r = o[~inf], r[~inf]
+    rtol, atol = tolerance(dtype)
+    scale = max(1.0, float(np.max(np.abs(r)))) if r.size else 1.0
+    err = np.abs(o - r)
+    bad = err > atol * scale + rtol * np.abs(r)
+    assert not bad.any(), (
+        f"{what}: {int(bad.sum())} of {r.size} elements off; max abs error {err.max():.3e} "
+        f"(scale {scale:.3e}, rtol {rtol}, atol {atol}*scale)"
+    )
+
+
+def rand(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    return rng.standard_normal(shape).astype(dtype)

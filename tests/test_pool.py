@@ -1,0 +1,80 @@
+"""max_pool2d and avg_pool2d, forward and backward, every backend and dtype, against the oracle.
+
+Includes NaN in windows (PyTorch's propagation rule) and ties (first maximum wins), checked
+on the values, the returned indices and the gradient's destination.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cases import POOL
+from conftest import assert_close, rand
+
+from layerforge import _reference as ref
+from layerforge import ops
+
+IDS = [str(c) for c in POOL]
+
+
+def _case(c, dtype, kind="normal", seed=0):
+    n, ch, h, w, k, s, p = c
+    rng = np.random.default_rng(seed)
+    if kind == "ties":
+        x = rng.integers(0, 3, (n, ch, h, w)).astype(dtype)  # many equal maxima per window
+    else:
+        x = rand(rng, (n, ch, h, w), dtype)
+    if kind == "nan" and x.size:
+        flat = x.reshape(-1)
+        flat[rng.choice(flat.size, max(1, flat.size // 7), replace=False)] = np.nan
+    return x, dict(kernel_size=k, stride=s, padding=p)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "nan"])
+@pytest.mark.parametrize("c", POOL, ids=IDS)
+def test_max_pool2d_forward(backend, dtype, c, kind):
+    x, kw = _case(c, dtype, kind)
+    y, idx = ops.max_pool2d(x, **kw, return_indices=True, backend=backend)
+    ry, ridx = ref.max_pool2d_with_indices(x, **kw)
+    assert_close(y, ry, dtype, "y")
+    assert idx.dtype == np.int64
+    np.testing.assert_array_equal(idx, ridx, err_msg="indices")
+    assert_close(ops.max_pool2d(x, **kw, backend=backend), ry, dtype, "y without indices")
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "nan"])
+@pytest.mark.parametrize("c", POOL, ids=IDS)
+def test_max_pool2d_backward(backend, dtype, c, kind):
+    x, kw = _case(c, dtype, kind)
+    y, idx = ops.max_pool2d(x, **kw, return_indices=True, backend=backend)
+    dy = rand(np.random.default_rng(1), y.shape, dtype)
+    want = ref.max_pool2d_backward(dy, x, **kw)
+    assert_close(ops.max_pool2d_backward(dy, x, **kw, backend=backend), want, dtype, "dx (argmax recomputed)")
+    assert_close(ops.max_pool2d_backward(dy, x, **kw, indices=idx, backend=backend), want, dtype, "dx (indices given)")
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("c", POOL, ids=IDS)
+def test_avg_pool2d(backend, dtype, c, count_include_pad):
+    x, kw = _case(c, dtype)
+    y = ops.avg_pool2d(x, **kw, count_include_pad=count_include_pad, backend=backend)
+    assert_close(y, ref.avg_pool2d(x, **kw, count_include_pad=count_include_pad), dtype, "y")
+    dy = rand(np.random.default_rng(1), y.shape, dtype)
+    assert_close(ops.avg_pool2d_backward(dy, x, **kw, count_include_pad=count_include_pad, backend=backend),
+                 ref.avg_pool2d_backward(dy, x, **kw, count_include_pad=count_include_pad), dtype, "dx")
+
+
+def test_max_pool2d_nan_rules(backend):
+    # One window: [1, nan, 5, nan] -> value NaN, index of the last NaN (PyTorch's rule);
+    # [2, 2, 1, 0] -> first maximum.
+    x = np.array([[[[1, np.nan, 2, 2], [5, np.nan, 1, 0]]]], np.float32)
+    y, idx = ops.max_pool2d(x, 2, return_indices=True, backend=backend)
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 0, 1] == 2
+    assert idx[0, 0, 0, 0] == 5 and idx[0, 0, 0, 1] == 2
+
+
+def test_max_pool2d_overlapping_windows_accumulate(backend):
+    x = np.zeros((1, 1, 3, 3), np.float64)
+    x[0, 0, 1, 1] = 10.0  # the centre is the max of all four 2x2 windows (stride 1)
+    dx = ops.max_pool2d_backward(np.ones((1, 1, 2, 2)), x, 2, stride=1, backend=backend)
+    assert dx[0, 0, 1, 1] == 4.0 and dx.sum() == 4.0
