@@ -1,0 +1,53 @@
+// Run-time choice of the SIMD path and the thread count shared by every CPU kernel.
+//
+// The module is compiled for the portable x86-64 baseline; the AVX2+FMA and AVX-512
+// microkernels are compiled per function (target pragmas) and one path is chosen at run
+// time: the best the CPU (and OS, via XCR0) supports, lowered by LAYERFORGE_SIMD=
+// scalar|avx2|avx512 when set. A launcher reads the path once at its start and keeps it
+// for the whole call, so packing layouts and microkernels always agree even if the path
+// is changed from another thread meanwhile.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define LF_X86_SIMD 1
+#else
+#define LF_X86_SIMD 0
+#endif
+
+namespace lf {
+
+enum class SimdPath : int { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+
+// Best path this CPU supports (ignoring LAYERFORGE_SIMD).
+SimdPath simd_best_supported();
+// Path in force: min(best supported, LAYERFORGE_SIMD request, set_simd_path request).
+SimdPath simd_path();
+// Request a path; it is clamped to what the CPU supports. Returns the path now in force.
+SimdPath set_simd_path(SimdPath requested);
+const char* simd_path_name(SimdPath p);
+// Parses "scalar" / "avx2" / "avx512"; returns false for anything else.
+bool parse_simd_path(const std::string& name, SimdPath* out);
+// Paths compiled into this build, lowest first.
+std::vector<std::string> simd_paths_compiled();
+// Instruction-set features the kernels use that this CPU supports.
+std::vector<std::string> cpu_features();
+
+// Threads used by every parallel region (a process-wide setting, unlike omp_set_num_threads,
+// whose value is per calling thread).
+int num_threads();
+void set_num_threads(int n);
+
+// Parallelise a loop only when it holds at least this much work (elements touched or
+// flops); below it, waking the OpenMP team costs more than it saves.
+constexpr int64_t kParallelGrain = 32768;
+inline int threads_for(int64_t work, int64_t items) {
+  int nt = num_threads();
+  if (work < kParallelGrain || items < 2) return 1;
+  if (items < nt) nt = static_cast<int>(items);
+  return nt < 1 ? 1 : nt;
+}
+
+}  // namespace lf
