@@ -101,3 +101,24 @@ def test_cuda_backend_for_ops_says_not_yet():
 
     with pytest.raises(ValueError, match=r"not implemented yet"):
         layerforge.ops.relu(np.zeros(2, np.float32), backend="cuda")
+
+
+@pytest.mark.parametrize("model", ["cnn", "rnn"])
+def test_train_command_runs_end_to_end(model):
+    r = _run("-m", "layerforge", "train", model, "--epochs", "1", "--limit", "640", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "data: Fashion-MNIST" in r.stdout
+    assert "test accuracy" in r.stdout and "s per epoch" in r.stdout and "training images/s" in r.stdout
+    acc = float(r.stdout.split("test accuracy ")[1].split()[0])
+    assert acc > 0.3, r.stdout  # 20 steps; chance is 0.1
+
+
+def test_train_command_names_a_missing_data_folder(tmp_path):
+    r = _run("-m", "layerforge", "train", "cnn", "--data", str(tmp_path / "nowhere"), "--quiet")
+    assert r.returncode == 2
+    assert "Fashion-MNIST not found" in r.stderr and str(tmp_path / "nowhere") in r.stderr
+
+
+def test_train_command_rejects_bad_numbers():
+    r = _run("-m", "layerforge", "train", "cnn", "--epochs", "0")
+    assert r.returncode == 2 and "--epochs" in r.stderr

@@ -1,4 +1,9 @@
-"""The `layerforge` command: `info` (what is built) and `demo` (the documents' CNN through the ops).
+"""The `layerforge` command: `train` (the documents' CNN or RNN on Fashion-MNIST), `info` (what
+is built) and `demo` (one CNN step through the ops on every backend, checked against the oracle).
+
+`train` uses the full Fashion-MNIST when it is found (see datasets.fashion_mnist.load_data for
+the search order: --data, LAYERFORGE_DATA, /usr/share/datasets/fashion-mnist, the user cache),
+else the sample embedded in the package, and says which.
 
 `demo` runs one forward and backward pass of the documents' CNN (Conv2D(32,3x3,relu) ->
 MaxPool(2) -> Conv2D(64,3x3,relu) -> MaxPool(2) -> Dense(64,relu) -> Dense(10) -> softmax
@@ -91,9 +96,86 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_model(kind: str, backend: str | None):
+    """The documents' networks: the CNN (input 28x28x1) or the row-sequence RNN (28 steps x 28)."""
+    from .layers import Conv2D, Dense, Flatten, MaxPooling2D, SimpleRNN
+    from .models import Sequential
+
+    if kind == "cnn":
+        model = Sequential(backend=backend)
+        model.add(Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)))
+        model.add(MaxPooling2D((2, 2)))
+        model.add(Conv2D(64, (3, 3), activation="relu"))
+        model.add(MaxPooling2D((2, 2)))
+        model.add(Flatten())
+        model.add(Dense(64, activation="relu"))
+        model.add(Dense(10, activation="softmax"))
+    else:
+        model = Sequential([SimpleRNN(128, input_shape=(28, 28)), Dense(10, activation="softmax")], backend=backend)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import _backend
+    from ._random import set_random_seed
+    from .datasets import fashion_mnist
+
+    backend = None if args.backend == "auto" else args.backend
+    try:
+        name, _ = _backend.resolve(backend)
+    except (RuntimeError, ValueError) as exc:
+        print(f"layerforge train: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ((x_train, y_train), (x_test, y_test)), source, _ = fashion_mnist.load_data_or_sample(args.data)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"layerforge train: {exc}", file=sys.stderr)
+        return 2
+    print(f"data: {source}")
+    if args.limit:
+        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+    shape = (-1, 28, 28, 1) if args.model == "cnn" else (-1, 28, 28)
+    x_train = (x_train.astype(np.float32) / 255.0).reshape(shape)
+    x_test = (x_test.astype(np.float32) / 255.0).reshape(shape)
+    set_random_seed(args.seed)
+    model = build_model(args.model, backend)
+    print(f"model: the documents' {args.model.upper()} ({model.count_params():,} parameters), Adam, "
+          f"sparse categorical cross-entropy, batch {args.batch_size}, backend {name}, "
+          f"{_threads()} threads, seed {args.seed}")
+    t0 = time.perf_counter()
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+              validation_data=(x_test, y_test), verbose=2 if args.quiet else 1)
+    seconds = time.perf_counter() - t0
+    test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)
+    if args.save:
+        model.save_weights(args.save)
+        print(f"weights saved to {args.save}")
+    per_epoch = seconds / max(args.epochs, 1)
+    print(f"test accuracy {test_acc:.4f}  test loss {test_loss:.4f}  |  {per_epoch:.2f} s per epoch "
+          f"(training + validation), {len(x_train) * args.epochs / seconds:,.0f} training images/s")
+    return 0
+
+
+def _threads() -> int:
+    from ._info import get_num_threads
+
+    return get_num_threads()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="layerforge", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train the documents' CNN or RNN on Fashion-MNIST (or the embedded sample)")
+    t.add_argument("model", choices=["cnn", "rnn"])
+    t.add_argument("--epochs", type=int, default=None, help="default: 10 for the CNN, 5 for the RNN")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba"])
+    t.add_argument("--data", default=None, help="folder holding the four Fashion-MNIST IDX files")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, default=0, help="train on the first N training images only")
+    t.add_argument("--save", default=None, help="write the trained weights to this file")
+    t.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar")
     sub.add_parser("info", help="version, compiled backends, CPU features, threads, GPUs")
     d = sub.add_parser("demo", help="one CNN training step per backend, checked against the oracle")
     d.add_argument("--backend", default="all", choices=["all", "cpp", "numba"])
@@ -110,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
 
         info()
         return 0
+    if args.command == "train":
+        if args.epochs is None:
+            args.epochs = 10 if args.model == "cnn" else 5
+        if args.epochs < 1 or args.batch_size < 1 or args.limit < 0 or args.seed < 0:
+            print("layerforge train: --epochs and --batch-size must be >= 1, --limit and --seed >= 0", file=sys.stderr)
+            return 2
+        return cmd_train(args)
     if args.batch_size < 1 or args.repeats < 1:
         print("layerforge demo: --batch-size and --repeats must be >= 1", file=sys.stderr)
         return 2

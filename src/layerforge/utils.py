@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-__all__ = ["to_categorical"]
+from ._random import set_random_seed  # Keras has it in keras.utils too
 
 
 def _as_labels(y: ArrayLike) -> np.ndarray:
@@ -91,7 +91,5 @@ def to_categorical(y: ArrayLike, num_classes: int | None = None,
     out[np.arange(flat.size), flat] = 1
     return out.reshape(shape + (num_classes,))
 
-
-from ._random import set_random_seed  # noqa: E402  (Keras has it in keras.utils too)
 
 __all__ = ["to_categorical", "set_random_seed"]
