@@ -160,13 +160,19 @@ class _FakeGpuArray:
     __cuda_array_interface__ = {"shape": (2,), "typestr": "<f4", "data": (0, False), "version": 3}
 
 
-def test_gpu_array_without_cuda_ops():
-    with pytest.raises(TypeError, match=r"x is a GPU array"):
+def test_gpu_array_without_a_cuda_path():
+    """A CUDA array on a machine without CuPy, a driver or the CUDA kernels: a clear error, no crash."""
+    with pytest.raises((TypeError, RuntimeError), match=r"relu: x: a CUDA array .* needs CuPy|relu: .*CUDA|cuda"):
         ops.relu(_FakeGpuArray())
 
 
+def test_cpu_backend_refuses_device_arrays_and_cuda_refuses_host_arrays():
+    with pytest.raises(ValueError, match=r"backend 'cuda' needs CUDA arrays"):
+        ops.relu(np.zeros(2, f32), backend="cuda")
+
+
 def test_unknown_backend(monkeypatch):
-    with pytest.raises(ValueError, match=r"expected one of .* got 'fortran'"):
+    with pytest.raises(ValueError, match=r"relu: backend: expected one of .* got 'fortran'"):
         ops.relu(np.zeros(2, f32), backend="fortran")
     monkeypatch.setenv("LAYERFORGE_BACKEND", "nope")
     with pytest.raises(ValueError, match=r"LAYERFORGE_BACKEND"):

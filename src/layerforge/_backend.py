@@ -67,7 +67,7 @@ def default_backend() -> str:
     """LAYERFORGE_BACKEND if set, else C++ when _C imports, else Numba."""
     env = os.environ.get("LAYERFORGE_BACKEND", "").strip().lower()
     if env and env != "auto":
-        return _check_name(env, "LAYERFORGE_BACKEND")
+        return _check_name(env, "LAYERFORGE_BACKEND")  # 'cuda' here: host arrays are refused by resolve
     avail = available()
     if not avail:
         raise RuntimeError(
@@ -83,20 +83,33 @@ def _check_name(name: str, where: str) -> str:
     return name
 
 
-def resolve(backend: str | None) -> tuple[str, Any]:
-    """(name, module) for a call's ``backend=`` argument (None or 'auto' = the default)."""
-    if backend is None or backend == "auto":
-        name = default_backend()
-    else:
-        if not isinstance(backend, str):
-            raise TypeError(f"backend: expected a str such as 'cpp' or 'numba', got {type(backend).__name__}")
-        name = _check_name(backend.lower(), "backend")
+def resolve(backend: str | None, device: bool = False, where: str = "backend") -> tuple[str, Any]:
+    """(name, kernels) for a call's ``backend=`` argument (None or 'auto' = the default).
+
+    ``device``: the call's arrays live on a CUDA device, so only the CUDA backend can run it;
+    its kernels come wrapped by _device.cuda_kernels (same interface as _C).
+    """
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"{where}: backend must be a str such as 'cpp' or 'numba', got {type(backend).__name__}")
+    asked = None if backend is None or backend == "auto" else _check_name(backend.lower(), f"{where}: backend")
+    if device:
+        if asked not in (None, "cuda"):
+            raise ValueError(f"{where}: backend={asked!r} runs on the CPU but the arrays are on a CUDA device; "
+                             "use backend='cuda' or leave it unset")
+        mod = load("cuda")
+        if mod is None:
+            raise RuntimeError(f"{where}: CUDA arrays need layerforge._cuda, which is not available here: "
+                               f"{_errors.get('cuda')}")
+        if not hasattr(mod, "has_kernels"):
+            raise RuntimeError(f"{where}: this build of layerforge._cuda has no op kernels")
+        from . import _device
+
+        return "cuda", _device.cuda_kernels(mod)
+    name = asked or default_backend()
     if name == "cuda":
-        raise ValueError(
-            "backend='cuda': the CUDA kernels of the op set are not implemented yet; "
-            "use 'cpp' or 'numba' (layerforge.info() shows what is built)"
-        )
+        raise ValueError(f"{where}: backend 'cuda' needs CUDA arrays (CuPy arrays, torch CUDA tensors, ...); "
+                         "got host arrays")
     mod = load(name)
     if mod is None:
-        raise RuntimeError(f"backend {name!r} is not available here: {_errors.get(name)}")
+        raise RuntimeError(f"{where}: backend {name!r} is not available here: {_errors.get(name)}")
     return name, mod

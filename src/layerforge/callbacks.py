@@ -60,7 +60,7 @@ class EarlyStopping(Callback):
                 self.best_weights = self.model.get_weights()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.model.stop_training = True
             self.stopped_epoch = epoch
             if self.restore_best_weights and self.best_weights is not None:

@@ -8,8 +8,14 @@ is given, and never accumulate into their outputs.
 
 Inputs may be any float32/float64 array-likes; non-contiguous or negative-stride arrays are
 copied to C order first (results are identical). All array arguments of a call must share
-one dtype. Every op takes ``backend=`` ('cpp', 'numba'; None = ``LAYERFORGE_BACKEND`` or the
-C++ module when built, else Numba).
+one dtype, one kind and one device. Every op takes ``backend=`` ('cpp', 'numba', 'cuda';
+None = ``LAYERFORGE_BACKEND`` or the C++ module when built, else Numba, for host arrays).
+
+CUDA arrays (CuPy, torch CUDA tensors, any ``__cuda_array_interface__`` / ``__dlpack__``
+producer on a CUDA device) go to the CUDA backend without a copy; outputs come from the
+caller's framework (torch for torch, else CuPy) and the kernels run on its current stream.
+On the device nothing is synchronised, so the host-side range checks of class labels and
+pooling indices are skipped there (an out-of-range label gives a NaN loss row).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _device
 
 Array = np.ndarray
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -37,40 +43,56 @@ __all__ = [
 
 # ---------------------------------------------------------------------------- validation
 
-def _array(op: str, name: str, a: Any, ndim: int | tuple[int, ...] | None = None) -> Array:
-    """A C-contiguous float32/float64 ndarray, or a TypeError/ValueError naming op and arg."""
-    if not isinstance(a, np.ndarray) and _is_device_array(a):
-        raise TypeError(
-            f"{op}: {name} is a GPU array ({type(a).__module__}.{type(a).__name__}); the CPU "
-            "backends take NumPy arrays and the CUDA op set is not available in this build"
-        )
+def _array(op: str, name: str, a: Any, ndim: int | tuple[int, ...] | None = None) -> Any:
+    """A C-contiguous float32/float64 array of a's kind (NumPy on the host, or a CUDA array),
+    or a TypeError/ValueError naming op and argument."""
     if a is None:
         raise TypeError(f"{op}: {name} must be an array, got None")
-    arr = a if isinstance(a, np.ndarray) else np.asarray(a)
-    if arr.dtype not in _FLOATS:
-        raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {arr.dtype}")
+    try:
+        ns = _device.namespace(a)
+    except TypeError as exc:
+        raise TypeError(f"{op}: {name}: {exc}") from None
+    arr = ns.asarray(a)
+    dt = ns.dtype(arr)
+    if dt not in _FLOATS:
+        raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {dt}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if arr.ndim not in allowed:
             want = " or ".join(f"{d}-D" for d in allowed)
-            raise ValueError(f"{op}: {name} must be {want}, got shape {arr.shape} ({arr.ndim}-D)")
-    return np.ascontiguousarray(arr)
+            raise ValueError(f"{op}: {name} must be {want}, got shape {tuple(arr.shape)} ({arr.ndim}-D)")
+    return ns.contiguous(arr)
 
 
-def _is_device_array(a: Any) -> bool:
-    if hasattr(a, "__cuda_array_interface__"):
-        return True
-    dev = getattr(a, "device", None)
-    return dev is not None and "cpu" not in str(dev).lower()
+def _ns(a: Any) -> type:
+    return _device.namespace(a)
 
 
-def _same_dtype(op: str, **arrays: Array | None) -> np.dtype:
+def _size(a: Any) -> int:
+    return _ns(a).size(a)
+
+
+def _kernels(op: str, backend: str | None, x: Any) -> Any:
+    """The kernel module for a call whose first array is x (host or device)."""
+    return _backend.resolve(backend, device=_ns(x).is_device, where=op)[1]
+
+
+def _same_dtype(op: str, **arrays: Any) -> np.dtype:
+    """The one dtype of the call's arrays, which must also share one kind and one device."""
     items = [(k, v) for k, v in arrays.items() if v is not None]
-    dt = items[0][1].dtype
+    k0, a0 = items[0]
+    ns = _ns(a0)
+    dt = ns.dtype(a0)
     for k, v in items[1:]:
-        if v.dtype != dt:
+        nv = _ns(v)
+        if nv is not ns or nv.device_id(v) != ns.device_id(a0):
             raise TypeError(
-                f"{op}: all arrays must share one dtype; {items[0][0]} is {dt} but {k} is {v.dtype}"
+                f"{op}: all arrays must be of one kind on one device; {k0} is a {ns.name} array "
+                f"(device {ns.device_id(a0)}) but {k} is a {nv.name} array (device {nv.device_id(v)})"
+            )
+        if nv.dtype(v) != dt:
+            raise TypeError(
+                f"{op}: all arrays must share one dtype; {k0} is {dt} but {k} is {nv.dtype(v)}"
             )
     return dt
 
@@ -99,21 +121,30 @@ def _positive(op: str, name: str, v: Any, minimum: int = 1) -> tuple[int, int]:
     return p
 
 
-def _output(op: str, out: Array | None, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> Array:
+def _output(op: str, out: Any, shape: tuple[int, ...], dtype: np.dtype, like: Any, name: str = "out") -> Any:
+    """A fresh output of like's kind and device, or the caller's ``out`` after checking it."""
+    ns = _ns(like)
     if out is None:
-        return np.empty(shape, dtype)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{op}: {name} must be a NumPy array, got {type(out).__name__}")
-    if out.shape != tuple(shape) or out.dtype != dtype:
-        raise ValueError(f"{op}: {name} must have shape {tuple(shape)} and dtype {dtype}, got {out.shape} {out.dtype}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
+        return ns.empty(tuple(shape), dtype, like)
+    if _ns(out) is not ns or ns.device_id(out) != ns.device_id(like):
+        raise TypeError(f"{op}: {name} must be a {ns.name} array on the inputs' device, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape) or ns.dtype(out) != dtype:
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)} and dtype {dtype}, "
+                         f"got {tuple(out.shape)} {ns.dtype(out)}")
+    if not ns.is_contiguous(out):
         raise ValueError(f"{op}: {name} must be a writeable C-contiguous array")
     return out
 
 
-def _expect_shape(op: str, name: str, a: Array, shape: tuple[int, ...]) -> None:
-    if a.shape != tuple(shape):
-        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {a.shape}")
+def _zero(*arrays: Any) -> None:
+    for a in arrays:
+        if a is not None:
+            _ns(a).zero_(a)
+
+
+def _expect_shape(op: str, name: str, a: Any, shape: tuple[int, ...]) -> None:
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
 
 
 def _outs(op: str, out: Sequence[Array | None] | None, count: int) -> list[Array | None]:
@@ -191,9 +222,9 @@ def conv2d(
     op = "conv2d"
     x, w, b, dt = _conv_inputs(op, x, w, b)
     sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x, w, stride, padding, dilation)
-    _, k = _backend.resolve(backend)
-    y = _output(op, out, (x.shape[0], w.shape[0], oh, ow), dt)
-    if y.size:
+    k = _kernels(op, backend, x)
+    y = _output(op, out, (x.shape[0], w.shape[0], oh, ow), dt, x)
+    if _size(y):
         k.conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw)
     return y
 
@@ -209,16 +240,13 @@ def conv2d_backward(
     _same_dtype(op, x=x, dy=dy)
     sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x, w, stride, padding, dilation)
     _expect_shape(op, "dy", dy, (x.shape[0], w.shape[0], oh, ow))
-    _, k = _backend.resolve(backend)
+    k = _kernels(op, backend, x)
     o = _outs(op, out, 3)
-    dx = _output(op, o[0], x.shape, dt, "out[0]")
-    dwt = _output(op, o[1], w.shape, dt, "out[1]")
-    db = _output(op, o[2], (w.shape[0],), dt, "out[2]") if b is not None else None
-    if dy.size == 0 or x.size == 0:
-        dx.fill(0)
-        dwt.fill(0)
-        if db is not None:
-            db.fill(0)
+    dx = _output(op, o[0], x.shape, dt, x, "out[0]")
+    dwt = _output(op, o[1], w.shape, dt, x, "out[1]")
+    db = _output(op, o[2], (w.shape[0],), dt, x, "out[2]") if b is not None else None
+    if _size(dy) == 0 or _size(x) == 0:
+        _zero(dx, dwt, db)
     else:
         k.conv2d_backward(dx, dwt, db, dy, x, w, sh, sw, pt, pl, dh, dw)
     return dx, dwt, db
@@ -249,10 +277,10 @@ def max_pool2d(
     op = "max_pool2d"
     x = _array(op, "x", x, 4)
     kh, kw, sh, sw, ph, pw, oh, ow = _pool_params(op, x, kernel_size, stride, padding)
-    _, k = _backend.resolve(backend)
-    y = np.empty((x.shape[0], x.shape[1], oh, ow), x.dtype)
-    idx = np.empty(y.shape, np.int64) if return_indices else None
-    if y.size:
+    k = _kernels(op, backend, x)
+    y = _output(op, None, (x.shape[0], x.shape[1], oh, ow), _ns(x).dtype(x), x)
+    idx = _output(op, None, tuple(y.shape), np.dtype(np.int64), x) if return_indices else None
+    if _size(y):
         k.max_pool2d_forward(y, idx, x, kh, kw, sh, sw, ph, pw)
     return (y, idx) if return_indices else y
 
@@ -269,22 +297,21 @@ def max_pool2d_backward(
     kh, kw, sh, sw, ph, pw, oh, ow = _pool_params(op, x, kernel_size, stride, padding)
     shape = (x.shape[0], x.shape[1], oh, ow)
     _expect_shape(op, "dy", dy, shape)
-    _, k = _backend.resolve(backend)
-    dx = _output(op, out, x.shape, x.dtype)
-    if dy.size == 0:
-        dx.fill(0)
+    k = _kernels(op, backend, x)
+    ns = _ns(x)
+    dt = ns.dtype(x)
+    dx = _output(op, out, x.shape, dt, x)
+    if _size(dy) == 0:
+        _zero(dx)
         return dx
     if indices is None:
-        idx = np.empty(shape, np.int64)
-        k.max_pool2d_forward(np.empty(shape, x.dtype), idx, x, kh, kw, sh, sw, ph, pw)
+        idx = ns.empty(shape, np.int64, x)
+        k.max_pool2d_forward(ns.empty(shape, dt, x), idx, x, kh, kw, sh, sw, ph, pw)
     else:
-        idx = np.asarray(indices)
-        if idx.dtype.kind not in "iu":
-            raise TypeError(f"{op}: indices must be an integer array, got dtype {idx.dtype}")
+        idx = _indices(op, "indices", indices, x)
         _expect_shape(op, "indices", idx, shape)
-        idx = np.ascontiguousarray(idx, np.int64)
         plane = x.shape[2] * x.shape[3]
-        if idx.size and (idx.min() < 0 or idx.max() >= plane):
+        if not ns.is_device and idx.size and (idx.min() < 0 or idx.max() >= plane):
             raise ValueError(f"{op}: indices must lie in [0, {plane}), got [{idx.min()}, {idx.max()}]")
     k.max_pool2d_backward(dx, dy, idx, kh, kw, sh, sw, ph, pw)
     return dx
@@ -299,9 +326,9 @@ def avg_pool2d(
     op = "avg_pool2d"
     x = _array(op, "x", x, 4)
     kh, kw, sh, sw, ph, pw, oh, ow = _pool_params(op, x, kernel_size, stride, padding)
-    _, k = _backend.resolve(backend)
-    y = np.empty((x.shape[0], x.shape[1], oh, ow), x.dtype)
-    if y.size:
+    k = _kernels(op, backend, x)
+    y = _output(op, None, (x.shape[0], x.shape[1], oh, ow), _ns(x).dtype(x), x)
+    if _size(y):
         k.avg_pool2d_forward(y, x, kh, kw, sh, sw, ph, pw, bool(count_include_pad))
     return y
 
@@ -317,10 +344,10 @@ def avg_pool2d_backward(
     _same_dtype(op, x=x, dy=dy)
     kh, kw, sh, sw, ph, pw, oh, ow = _pool_params(op, x, kernel_size, stride, padding)
     _expect_shape(op, "dy", dy, (x.shape[0], x.shape[1], oh, ow))
-    _, k = _backend.resolve(backend)
-    dx = _output(op, out, x.shape, x.dtype)
-    if dy.size == 0:
-        dx.fill(0)
+    k = _kernels(op, backend, x)
+    dx = _output(op, out, x.shape, _ns(x).dtype(x), x)
+    if _size(dy) == 0:
+        _zero(dx)
     else:
         k.avg_pool2d_backward(dx, dy, kh, kw, sh, sw, ph, pw, bool(count_include_pad))
     return dx
@@ -346,9 +373,9 @@ def linear(x: Any, w: Any, b: Any = None, *, backend: str | None = None, out: Ar
     """Dense layer y = x w^T + b. x (..., IN), w (OUT, IN), b (OUT,) -> (..., OUT)."""
     op = "linear"
     x, w, b, dt = _linear_inputs(op, x, w, b)
-    _, k = _backend.resolve(backend)
-    y = _output(op, out, x.shape[:-1] + (w.shape[0],), dt)
-    if y.size:
+    k = _kernels(op, backend, x)
+    y = _output(op, out, tuple(x.shape[:-1]) + (w.shape[0],), dt, x)
+    if _size(y):
         if x.shape[-1] == 0:
             y[...] = 0 if b is None else b
         else:
@@ -365,18 +392,16 @@ def linear_backward(
     x, w, b, dt = _linear_inputs(op, x, w, b)
     dy = _array(op, "dy", dy)
     _same_dtype(op, x=x, dy=dy)
-    _expect_shape(op, "dy", dy, x.shape[:-1] + (w.shape[0],))
-    _, k = _backend.resolve(backend)
+    _expect_shape(op, "dy", dy, tuple(x.shape[:-1]) + (w.shape[0],))
+    k = _kernels(op, backend, x)
     o = _outs(op, out, 3)
-    dx = _output(op, o[0], x.shape, dt, "out[0]")
-    dwt = _output(op, o[1], w.shape, dt, "out[1]")
-    db = _output(op, o[2], (w.shape[0],), dt, "out[2]") if b is not None else None
-    if dy.size == 0 or x.size == 0:
-        for g in (dx, dwt, db):
-            if g is not None:
-                g.fill(0)
-        if db is not None and dy.size:
-            db[...] = dy.reshape(-1, w.shape[0]).sum(axis=0)
+    dx = _output(op, o[0], x.shape, dt, x, "out[0]")
+    dwt = _output(op, o[1], w.shape, dt, x, "out[1]")
+    db = _output(op, o[2], (w.shape[0],), dt, x, "out[2]") if b is not None else None
+    if _size(dy) == 0 or _size(x) == 0:
+        _zero(dx, dwt, db)
+        if db is not None and _size(dy):
+            db[...] = _ns(dy).sum0(dy.reshape(-1, w.shape[0]))
     else:
         k.linear_backward(dx.reshape(-1, w.shape[1]), dwt, db, dy.reshape(-1, w.shape[0]), x.reshape(-1, w.shape[1]), w)
     return dx, dwt, db
@@ -400,9 +425,9 @@ def _dim(op: str, x: Array, dim: Any) -> tuple[int, int, int]:
 def _softmax_fwd(op: str, kernel: str, x: Any, dim: Any, backend: str | None, out: Array | None) -> Array:
     x = _array(op, "x", x)
     v = _dim(op, x, dim)
-    _, k = _backend.resolve(backend)
-    y = _output(op, out, x.shape, x.dtype)
-    if y.size:
+    k = _kernels(op, backend, x)
+    y = _output(op, out, x.shape, _ns(x).dtype(x), x)
+    if _size(y):
         getattr(k, kernel)(y.reshape(v), x.reshape(v))
     return y
 
@@ -417,9 +442,9 @@ def _softmax_bwd(op: str, kernel: str, forward, dy: Any, x: Any, dim: Any, y: An
     _same_dtype(op, dy=dy, y=y)
     _expect_shape(op, "dy", dy, y.shape)
     v = _dim(op, y, dim)
-    _, k = _backend.resolve(backend)
-    dx = _output(op, out, y.shape, y.dtype)
-    if dx.size:
+    k = _kernels(op, backend, y)
+    dx = _output(op, out, y.shape, _ns(y).dtype(y), y)
+    if _size(dx):
         getattr(k, kernel)(dx.reshape(v), dy.reshape(v), y.reshape(v))
     return dx
 
@@ -450,48 +475,85 @@ def log_softmax_backward(
     return _softmax_bwd("log_softmax_backward", "log_softmax_backward", log_softmax, dy, x, dim, y, backend, out)
 
 
-def _ce_inputs(op: str, logits: Any, labels: Any) -> tuple[Array, Array]:
+def _indices(op: str, name: str, a: Any, like: Any) -> Any:
+    """An int64 C-contiguous index array of like's kind and device."""
+    ns = _ns(like)
+    try:
+        if _ns(a) is not ns:
+            raise TypeError
+        arr = ns.asarray(a)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be a {ns.name} array like the other inputs, got {type(a).__name__}") from None
+    if ns.device_id(arr) != ns.device_id(like):
+        raise TypeError(f"{op}: {name} is on device {ns.device_id(arr)}, the inputs on {ns.device_id(like)}")
+    if ns.dtype(arr).kind not in "iu":
+        raise TypeError(f"{op}: {name} must be an integer array, got dtype {ns.dtype(arr)}")
+    return ns.astype(arr, np.int64)
+
+
+def _ce_inputs(op: str, logits: Any, labels: Any) -> tuple[Any, Any]:
     logits = _array(op, "logits", logits, 2)
-    lab = np.asarray(labels)
-    if lab.dtype.kind not in "iu":
-        raise TypeError(f"{op}: labels must be an integer array of class indices, got dtype {lab.dtype}")
+    if _ns(logits).is_device:
+        lab = _indices(op, "labels", labels, logits)
+    else:
+        lab = np.asarray(labels)
+        if lab.dtype.kind not in "iu":
+            raise TypeError(f"{op}: labels must be an integer array of class indices, got dtype {lab.dtype}")
     _expect_shape(op, "labels", lab, (logits.shape[0],))
     n, c = logits.shape
     if n and c == 0:
-        raise ValueError(f"{op}: logits must have at least one class, got shape {logits.shape}")
+        raise ValueError(f"{op}: logits must have at least one class, got shape {tuple(logits.shape)}")
+    if _ns(logits).is_device:
+        return logits, lab  # range checked by the kernel (NaN rows), never by a device sync
     if lab.size and (lab.min() < 0 or lab.max() >= c):
         raise ValueError(f"{op}: labels must lie in [0, {c}), got values in [{lab.min()}, {lab.max()}]")
     return logits, np.ascontiguousarray(lab, np.int64)
 
 
-def cross_entropy(logits: Any, labels: Any, *, backend: str | None = None) -> Array:
+def cross_entropy(logits: Any, labels: Any, *, backend: str | None = None) -> Any:
     """Mean over the batch of -log_softmax(logits)[i, labels[i]], fused and stable.
 
-    logits (N, C) float, labels (N,) int -> 0-d array of logits' dtype (NaN when N == 0, as torch).
+    logits (N, C) float, labels (N,) int -> 0-d array of logits' kind and dtype (NaN when
+    N == 0, as torch).
     """
     op = "cross_entropy"
     logits, lab = _ce_inputs(op, logits, labels)
-    _, k = _backend.resolve(backend)
+    k = _kernels(op, backend, logits)
+    ns = _ns(logits)
+    dt = ns.dtype(logits)
     if logits.shape[0] == 0:
-        return np.array(np.nan, logits.dtype)
-    loss = np.empty(logits.shape[0], logits.dtype)
+        return ns.scalar(np.nan, dt, logits)
+    loss = ns.empty((logits.shape[0],), dt, logits)
     k.cross_entropy_forward(loss, logits, lab)
-    return np.array(loss.mean(dtype=np.float64), logits.dtype)
+    return ns.mean64(loss, dt)
 
 
 def cross_entropy_backward(
-    dloss: Any, logits: Any, labels: Any, *, backend: str | None = None, out: Array | None = None
-) -> Array:
-    """dlogits (N, C) = dloss * (softmax(logits) - onehot(labels)) / N."""
+    dloss: Any, logits: Any, labels: Any, *, backend: str | None = None, out: Any = None
+) -> Any:
+    """dlogits (N, C) = dloss * (softmax(logits) - onehot(labels)) / N.
+
+    dloss: a real scalar, or a 0-d array of the logits' kind (on a device it is applied there,
+    without reading it back to the host).
+    """
     op = "cross_entropy_backward"
     logits, lab = _ce_inputs(op, logits, labels)
-    g = np.asarray(dloss)
-    if g.size != 1 or g.dtype.kind not in "fiu":
-        raise TypeError(f"{op}: dloss must be a real scalar, got {dloss!r}")
-    _, k = _backend.resolve(backend)
-    dlogits = _output(op, out, logits.shape, logits.dtype)
-    if dlogits.size:
-        k.cross_entropy_backward(dlogits, logits, lab, float(g.reshape(())) / logits.shape[0])
+    ns = _ns(logits)
+    on_device = ns.is_device and not isinstance(dloss, (int, float, np.number, np.ndarray))
+    if on_device:
+        if _ns(dloss) is not ns or _size(dloss) != 1:
+            raise TypeError(f"{op}: dloss must be a real scalar or a one-element {ns.name} array, got {dloss!r}")
+    else:
+        g = np.asarray(dloss)
+        if g.size != 1 or g.dtype.kind not in "fiu":
+            raise TypeError(f"{op}: dloss must be a real scalar, got {dloss!r}")
+    k = _kernels(op, backend, logits)
+    dlogits = _output(op, out, logits.shape, ns.dtype(logits), logits)
+    if _size(dlogits):
+        n = logits.shape[0]
+        k.cross_entropy_backward(dlogits, logits, lab, (1.0 if on_device else float(g.reshape(()))) / n)
+        if on_device:
+            dlogits *= dloss.reshape(())
     return dlogits
 
 
@@ -499,9 +561,9 @@ def cross_entropy_backward(
 
 def _unary(op: str, kernel: str, x: Any, backend: str | None, out: Array | None) -> Array:
     x = _array(op, "x", x)
-    _, k = _backend.resolve(backend)
-    y = _output(op, out, x.shape, x.dtype)
-    if y.size:
+    k = _kernels(op, backend, x)
+    y = _output(op, out, x.shape, _ns(x).dtype(x), x)
+    if _size(y):
         getattr(k, kernel)(y.reshape(-1), x.reshape(-1))
     return y
 
@@ -511,9 +573,9 @@ def _unary_bwd(op: str, kernel: str, dy: Any, saved: Any, saved_name: str, backe
     s = _array(op, saved_name, saved)
     _same_dtype(op, dy=dy, **{saved_name: s})
     _expect_shape(op, "dy", dy, s.shape)
-    _, k = _backend.resolve(backend)
-    dx = _output(op, out, s.shape, s.dtype)
-    if dx.size:
+    k = _kernels(op, backend, s)
+    dx = _output(op, out, s.shape, _ns(s).dtype(s), s)
+    if _size(dx):
         getattr(k, kernel)(dx.reshape(-1), dy.reshape(-1), s.reshape(-1))
     return dx
 
