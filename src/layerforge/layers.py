@@ -27,6 +27,15 @@ Shape = tuple  # a Keras shape without the batch axis, e.g. (26, 26, 32)
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "linear")
 
 
+def _xp(a: Any) -> Any:
+    """The array module of a: NumPy, or CuPy for a model on the GPU (Sequential(device='cuda'))."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
 def _activation_name(activation: str | None, where: str) -> str:
     if activation is None:
         return "linear"
@@ -92,11 +101,24 @@ class Layer:
         raise NotImplementedError
 
     # -- shared
+    def _set_params(self, **named: np.ndarray | None) -> None:
+        """Keep each weight both as an attribute (self.kernel, ...) and in self.params."""
+        self._param_names = [k for k, v in named.items() if v is not None]
+        for k, v in named.items():
+            setattr(self, k, v)
+        self.params = [named[k] for k in self._param_names]
+        self.grads = [None] * len(self.params)
+
+    def to_device(self, convert: Any) -> None:
+        """Move every weight with ``convert`` (e.g. cupy.asarray); the layer keeps no host copy."""
+        self._set_params(**{k: convert(getattr(self, k)) for k in getattr(self, "_param_names", [])})
+
     def count_params(self) -> int:
         return int(sum(p.size for p in self.params))
 
     def get_weights(self) -> list[np.ndarray]:
-        return [p.copy() for p in self.params]
+        """Host (NumPy) copies of the weights, wherever the layer lives."""
+        return [p.get() if hasattr(p, "get") and not isinstance(p, np.ndarray) else p.copy() for p in self.params]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         if len(weights) != len(self.params):
@@ -105,7 +127,7 @@ class Layer:
             w = np.asarray(w)
             if w.shape != p.shape:
                 raise ValueError(f"{self.name}: weight of shape {w.shape} does not fit {p.shape}")
-            p[...] = w
+            p[...] = _xp(p).asarray(w)
 
     def _act_forward(self, a: np.ndarray, logits: bool) -> np.ndarray:
         act = "linear" if logits else self.activation
@@ -172,17 +194,16 @@ class Conv2D(Layer):
         super().build(input_shape, rng)
         c = input_shape[2]
         r, s = self.kernel_size
-        self.kernel = glorot_uniform(rng, (self.filters, c, r, s), fan_in=c * r * s, fan_out=self.filters * r * s)
-        self.bias = np.zeros(self.filters, np.float32) if self.use_bias else None
-        self.params = [self.kernel] + ([self.bias] if self.use_bias else [])
-        self.grads = [None] * len(self.params)
+        self._set_params(
+            kernel=glorot_uniform(rng, (self.filters, c, r, s), fan_in=c * r * s, fan_out=self.filters * r * s),
+            bias=np.zeros(self.filters, np.float32) if self.use_bias else None)
 
     def _geometry(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         """(input, padding argument): asymmetric 'same' padding (stride > 1) pads explicitly."""
         pt, pb, pl, pr = self._pads(x.shape[2], x.shape[3])
         if pt == pb and pl == pr:
             return x, (pt, pl)
-        return np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr))), 0
+        return _xp(x).pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr))), 0
 
     def forward(self, x: np.ndarray, training: bool = False, logits: bool = False) -> np.ndarray:
         xin, pad = self._geometry(x)
@@ -201,7 +222,7 @@ class Conv2D(Layer):
         self.grads = [dw] + ([db] if self.use_bias else [])
         if xin is not x:
             pt, _, pl, _ = self._pads(x.shape[2], x.shape[3])
-            dx = np.ascontiguousarray(dx[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]])
+            dx = _xp(dx).ascontiguousarray(dx[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]])
         return dx
 
 
@@ -305,10 +326,8 @@ class Dense(Layer):
     def build(self, input_shape: Shape, rng: np.random.Generator) -> None:
         super().build(input_shape, rng)
         fin = input_shape[-1]
-        self.kernel = glorot_uniform(rng, (self.units, fin), fan_in=fin, fan_out=self.units)
-        self.bias = np.zeros(self.units, np.float32) if self.use_bias else None
-        self.params = [self.kernel] + ([self.bias] if self.use_bias else [])
-        self.grads = [None] * len(self.params)
+        self._set_params(kernel=glorot_uniform(rng, (self.units, fin), fan_in=fin, fan_out=self.units),
+                         bias=np.zeros(self.units, np.float32) if self.use_bias else None)
 
     def forward(self, x: np.ndarray, training: bool = False, logits: bool = False) -> np.ndarray:
         y = self._act_forward(ops.linear(x, self.kernel, self.bias, backend=self.backend), logits)
@@ -377,18 +396,17 @@ class SimpleRNN(Layer):
     def build(self, input_shape: Shape, rng: np.random.Generator) -> None:
         super().build(input_shape, rng)
         d = input_shape[1]
-        self.kernel = glorot_uniform(rng, (self.units, d), fan_in=d, fan_out=self.units)
-        self.recurrent_kernel = orthogonal(rng, (self.units, self.units))
-        self.bias = np.zeros(self.units, np.float32) if self.use_bias else None
-        self.params = [self.kernel, self.recurrent_kernel] + ([self.bias] if self.use_bias else [])
-        self.grads = [None] * len(self.params)
+        self._set_params(kernel=glorot_uniform(rng, (self.units, d), fan_in=d, fan_out=self.units),
+                         recurrent_kernel=orthogonal(rng, (self.units, self.units)),
+                         bias=np.zeros(self.units, np.float32) if self.use_bias else None)
 
     def forward(self, x: np.ndarray, training: bool = False, logits: bool = False) -> np.ndarray:
         n, t, _ = x.shape
         # The input projection of every step at once: one GEMM of (n*t, D) x (D, units).
         xw = ops.linear(x, self.kernel, self.bias, backend=self.backend)
-        hs = np.empty((n, t, self.units), x.dtype)
-        h = np.zeros((n, self.units), x.dtype)
+        xp = _xp(x)
+        hs = xp.empty((n, t, self.units), x.dtype)
+        h = xp.zeros((n, self.units), x.dtype)
         for s in range(t):
             a = xw[:, s] + ops.linear(h, self.recurrent_kernel, backend=self.backend)
             h = self._act_forward(a, False)
@@ -400,9 +418,10 @@ class SimpleRNN(Layer):
     def backward(self, dy: np.ndarray, logits: bool = False) -> np.ndarray:
         x, hs = self._saved
         n, t, _ = x.shape
-        whh_t = np.ascontiguousarray(self.recurrent_kernel.T)
-        da = np.empty_like(hs)
-        dh = np.zeros((n, self.units), hs.dtype)
+        xp = _xp(x)
+        whh_t = xp.ascontiguousarray(self.recurrent_kernel.T)
+        da = xp.empty_like(hs)
+        dh = xp.zeros((n, self.units), hs.dtype)
         for s in range(t - 1, -1, -1):
             if self.return_sequences:
                 dh = dh + dy[:, s]
@@ -412,7 +431,7 @@ class SimpleRNN(Layer):
             # dh_{s-1} = da_s W_hh: ops.linear with the transposed recurrent kernel.
             dh = ops.linear(da[:, s], whh_t, backend=self.backend)
         # Weight gradients summed over all steps in single GEMMs: dW_hh = sum_s da_s^T h_{s-1}.
-        h_prev = np.concatenate([np.zeros((n, 1, self.units), hs.dtype), hs[:, :-1]], axis=1)
+        h_prev = xp.concatenate([xp.zeros((n, 1, self.units), hs.dtype), hs[:, :-1]], axis=1)
         _, dwhh, _ = ops.linear_backward(da, h_prev, self.recurrent_kernel, backend=self.backend)
         dx, dwxh, db = ops.linear_backward(da, x, self.kernel, self.bias, backend=self.backend)
         self.grads = [dwxh, dwhh] + ([db] if self.use_bias else [])

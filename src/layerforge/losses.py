@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import ops
+from .layers import _xp
 
 _EPS = 1e-7  # Keras's probability clip, so log(0) never appears on the non-fused path
 
@@ -76,11 +77,12 @@ class SparseCategoricalCrossentropy(Loss):
             loss = float(ops.cross_entropy(out, t, backend=backend))
             return loss, ops.cross_entropy_backward(1.0, out, t, backend=backend)
         n = out.shape[0]
-        rows = np.arange(n)
-        p = np.clip(out[rows, t], _EPS, 1 - _EPS)
-        grad = np.zeros_like(out)
+        xp = _xp(out)
+        rows = xp.arange(n)
+        p = xp.clip(out[rows, t], _EPS, 1 - _EPS)
+        grad = xp.zeros_like(out)
         grad[rows, t] = -1.0 / (p * n)
-        return float(-np.log(p).mean()), grad
+        return float(-xp.log(p).mean()), grad
 
 
 class CategoricalCrossentropy(Loss):
@@ -105,17 +107,17 @@ class CategoricalCrossentropy(Loss):
 
     def value_and_grad(self, t, out, logits, backend):
         n = out.shape[0]
-        onehot = t.max(axis=1) == 1.0
-        if logits and np.all(onehot) and np.all(t.sum(axis=1) == 1.0):
+        xp = _xp(out)
+        if logits and bool(xp.all(t.max(axis=1) == 1.0)) and bool(xp.all(t.sum(axis=1) == 1.0)):
             labels = t.argmax(axis=1)  # exactly one-hot: the fused op is the same function
             loss = float(ops.cross_entropy(out, labels, backend=backend))
             return loss, ops.cross_entropy_backward(1.0, out, labels, backend=backend)
         if logits:
             lsm = ops.log_softmax(out, 1, backend=backend)
             loss = float(-(t * lsm).sum() / n)
-            return loss, (np.exp(lsm) * t.sum(axis=1, keepdims=True) - t) / n
-        p = np.clip(out, _EPS, 1 - _EPS)
-        return float(-(t * np.log(p)).sum() / n), (-t / p / n).astype(out.dtype)
+            return loss, (xp.exp(lsm) * t.sum(axis=1, keepdims=True) - t) / n
+        p = xp.clip(out, _EPS, 1 - _EPS)
+        return float(-(t * xp.log(p)).sum() / n), (-t / p / n).astype(out.dtype)
 
 
 class MeanSquaredError(Loss):
@@ -137,7 +139,7 @@ class MeanSquaredError(Loss):
 
     def value_and_grad(self, t, out, logits, backend):
         diff = out - t
-        return float(np.mean(diff * diff, dtype=np.float64)), (2.0 / max(diff.size, 1)) * diff
+        return float((diff * diff).mean(dtype=np.float64)), (2.0 / max(diff.size, 1)) * diff
 
 
 _NAMES = {

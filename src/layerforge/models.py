@@ -29,9 +29,22 @@ from .layers import Layer
 
 class Sequential:
     """A linear stack of layers. ``Sequential([...])`` or ``.add(layer)``; ``backend=`` picks the
-    ops backend for every layer ('cpp', 'numba'; None = the default)."""
+    ops backend for every layer ('cpp', 'numba'; None = the default); ``device='cuda'`` keeps the
+    weights on the current CUDA device as CuPy arrays and runs every op on the CUDA backend
+    (data stay on the host and go over batch by batch)."""
 
-    def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None, backend: str | None = None) -> None:
+    def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None, backend: str | None = None,
+                 device: str | None = None) -> None:
+        if device not in (None, "cpu", "cuda"):
+            raise ValueError(f"Sequential: device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and backend not in (None, "auto", "cuda"):
+            raise ValueError(f"Sequential: device='cuda' runs the CUDA backend, not backend={backend!r}")
+        self.device = device or "cpu"
+        if self.device == "cuda":
+            try:
+                import cupy  # noqa: F401
+            except ImportError as exc:
+                raise RuntimeError("Sequential(device='cuda') needs CuPy: pip install 'layerforge[cuda]'") from exc
         self.name = name or "sequential"
         self.layers: list[Layer] = []
         self.backend = backend
@@ -68,6 +81,10 @@ class Sequential:
         for layer in self.layers:
             if not layer.built:
                 layer.build(shape, rng)
+                if self.device == "cuda":
+                    import cupy
+
+                    layer.to_device(cupy.asarray)
             shape = layer.output_shape
         self.built = True
 
@@ -135,6 +152,18 @@ class Sequential:
     def _to_keras(self, out: np.ndarray) -> np.ndarray:
         return out.transpose(0, 2, 3, 1) if out.ndim == 4 else out
 
+    def _dev(self, a: np.ndarray) -> Any:
+        """A host batch on the model's device (one copy per batch for device='cuda')."""
+        if self.device == "cuda":
+            import cupy
+
+            return cupy.asarray(a)
+        return a
+
+    @staticmethod
+    def _host(a: Any) -> np.ndarray:
+        return a if isinstance(a, np.ndarray) else a.get()
+
     # ------------------------------------------------------------------ core steps
     def _forward(self, x: np.ndarray, training: bool, logits: bool) -> np.ndarray:
         last = len(self.layers) - 1
@@ -147,14 +176,15 @@ class Sequential:
 
     def _accuracy(self, out: np.ndarray, t: np.ndarray) -> float:
         if t.ndim == 1:
-            return float(np.mean(out.argmax(axis=-1) == t))
+            return float((out.argmax(axis=-1) == t).mean())
         if out.shape[-1] == 1:
-            return float(np.mean((out > 0.5) == (t > 0.5)))
-        return float(np.mean(out.argmax(axis=-1) == t.argmax(axis=-1)))
+            return float(((out > 0.5) == (t > 0.5)).mean())
+        return float((out.argmax(axis=-1) == t.argmax(axis=-1)).mean())
 
     def _train_step(self, x: np.ndarray, t: np.ndarray, where: str) -> dict[str, float]:
         self._require_compiled(where)
         fused = self._fused
+        x, t = self._dev(x), self._dev(t)
         out = self._forward(x, training=True, logits=fused)
         loss, d = self._loss_and_grad(out, t)
         if not np.isfinite(loss):
@@ -304,12 +334,13 @@ class Sequential:
         tot_loss = tot_acc = 0.0
         n = x.shape[0]
         for s in range(0, n, bs):
-            out = self._forward(x[s:s + bs], training=False, logits=fused)
-            loss, _ = self._loss_and_grad(out, t[s:s + bs])
+            out = self._forward(self._dev(x[s:s + bs]), training=False, logits=fused)
+            tb = self._dev(t[s:s + bs])
+            loss, _ = self._loss_and_grad(out, tb)
             k = out.shape[0]
             tot_loss += loss * k
             if self.metrics:
-                tot_acc += self._accuracy(out, t[s:s + bs]) * k
+                tot_acc += self._accuracy(out, tb) * k
             if bar is not None:
                 bar.update(1)
         res = {"loss": tot_loss / max(n, 1)}
@@ -339,7 +370,8 @@ class Sequential:
         """Model outputs for x, in Keras's shapes (softmax probabilities for the documents' CNN)."""
         bs = self._batch_size(batch_size)
         xs = self._inputs(x, "predict")
-        outs = [self._forward(xs[s:s + bs], training=False, logits=False) for s in range(0, xs.shape[0], bs)]
+        outs = [self._host(self._forward(self._dev(xs[s:s + bs]), training=False, logits=False))
+                for s in range(0, xs.shape[0], bs)]
         if not outs:
             return np.empty((0,) + tuple(self.output_shape), np.float32)
         return self._to_keras(np.concatenate(outs))
