@@ -19,6 +19,18 @@
 // - cross_entropy: loss[i] = logsumexp(logits[i,:]) - logits[i, labels[i]] (per row; the
 //   mean is taken by the caller). backward: dlogits[i,j] = scale * (softmax[i,j] - [j == labels[i]]).
 // Labels are int64 and already range-checked by the caller.
+//
+// CUDA launchers (<op>_<dir>_cuda, csrc/cuda/*.cu): the same arguments on device pointers,
+// then the caller's stream. They only enqueue work on that stream (never synchronize), throw
+// on a launch error, and are deterministic: no floating-point atomics; every sum runs in a
+// fixed order that depends only on the shapes. Differences from the CPU launchers, forced by
+// the device side not being able to raise errors:
+// - cross_entropy: a label outside [0, classes) gives a NaN loss / a NaN dlogits row instead
+//   of an error (the caller range-checks first).
+// - max_pool2d_backward gathers: each input element sums dy over the windows that contain it
+//   and whose index points at it, so an index that points outside its own window (never
+//   produced by the forward) is ignored rather than scattered.
+// The current device must be the one holding the pointers; the bindings set it.
 #pragma once
 #include <cstdint>
 
@@ -83,5 +95,69 @@ template <typename T> void sigmoid_backward_cpu(T* dx, const T* dy, const T* y, 
 template <typename T> void tanh_forward_cpu(T* y, const T* x, int64_t n);
 // dx = dy * (1 - y^2)
 template <typename T> void tanh_backward_cpu(T* dx, const T* dy, const T* y, int64_t n);
+
+}  // namespace lf
+
+// ---- CUDA launchers (csrc/cuda) ----
+// cudaStream_t without the CUDA headers (the same typedef as driver_types.h), so host-only
+// code such as the bindings can declare the launchers.
+struct CUstream_st;
+typedef CUstream_st* cudaStream_t;
+
+namespace lf {
+
+template <typename T>
+void conv2d_forward_cuda(T* y, const T* x, const T* w, const T* b, const Conv2dShape& s,
+                         cudaStream_t stream);
+template <typename T>
+void conv2d_backward_cuda(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
+                          const Conv2dShape& s, cudaStream_t stream);
+
+template <typename T>
+void max_pool2d_forward_cuda(T* y, int64_t* indices, const T* x, const Pool2dShape& s,
+                             cudaStream_t stream);
+template <typename T>
+void max_pool2d_backward_cuda(T* dx, const T* dy, const int64_t* indices, const Pool2dShape& s,
+                              cudaStream_t stream);
+template <typename T>
+void avg_pool2d_forward_cuda(T* y, const T* x, const Pool2dShape& s, bool count_include_pad,
+                             cudaStream_t stream);
+template <typename T>
+void avg_pool2d_backward_cuda(T* dx, const T* dy, const Pool2dShape& s, bool count_include_pad,
+                              cudaStream_t stream);
+
+template <typename T>
+void linear_forward_cuda(T* y, const T* x, const T* w, const T* b, const LinearShape& s,
+                         cudaStream_t stream);
+template <typename T>
+void linear_backward_cuda(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
+                          const LinearShape& s, cudaStream_t stream);
+
+template <typename T>
+void softmax_forward_cuda(T* y, const T* x, const SoftmaxShape& s, cudaStream_t stream);
+template <typename T>
+void softmax_backward_cuda(T* dx, const T* dy, const T* y, const SoftmaxShape& s,
+                           cudaStream_t stream);
+template <typename T>
+void log_softmax_forward_cuda(T* y, const T* x, const SoftmaxShape& s, cudaStream_t stream);
+template <typename T>
+void log_softmax_backward_cuda(T* dx, const T* dy, const T* y, const SoftmaxShape& s,
+                               cudaStream_t stream);
+template <typename T>
+void cross_entropy_forward_cuda(T* loss, const T* logits, const int64_t* labels, int64_t n,
+                                int64_t classes, cudaStream_t stream);
+template <typename T>
+void cross_entropy_backward_cuda(T* dlogits, const T* logits, const int64_t* labels, T scale,
+                                 int64_t n, int64_t classes, cudaStream_t stream);
+
+template <typename T> void relu_forward_cuda(T* y, const T* x, int64_t n, cudaStream_t stream);
+template <typename T>
+void relu_backward_cuda(T* dx, const T* dy, const T* x, int64_t n, cudaStream_t stream);
+template <typename T> void sigmoid_forward_cuda(T* y, const T* x, int64_t n, cudaStream_t stream);
+template <typename T>
+void sigmoid_backward_cuda(T* dx, const T* dy, const T* y, int64_t n, cudaStream_t stream);
+template <typename T> void tanh_forward_cuda(T* y, const T* x, int64_t n, cudaStream_t stream);
+template <typename T>
+void tanh_backward_cuda(T* dx, const T* dy, const T* y, int64_t n, cudaStream_t stream);
 
 }  // namespace lf

@@ -1,5 +1,5 @@
-// Device discovery for the CUDA module: the device count and each device's properties.
-// The op kernels come with the CUDA backend issue; this file is what _cuda holds so far.
+// Device discovery for the CUDA module (the device count and each device's properties) and
+// the current-device guard used around every kernel call.
 #include <string>
 #include <vector>
 
@@ -29,6 +29,20 @@ CudaStatus cuda_status() {
                           p.multiProcessorCount});
   }
   return st;
+}
+
+CudaDeviceGuard::CudaDeviceGuard(int device) {
+  CUDA_CHECK(cudaGetDevice(&prev_));
+  if (prev_ != device) {
+    CUDA_CHECK(cudaSetDevice(device));
+    changed_ = true;
+  }
+}
+
+CudaDeviceGuard::~CudaDeviceGuard() {
+  // A destructor must not throw; restoring a device that was current a moment ago only fails
+  // when the context is already broken, which the next call reports.
+  if (changed_) (void)cudaSetDevice(prev_);
 }
 
 }  // namespace lf

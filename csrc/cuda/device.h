@@ -1,5 +1,6 @@
-// Host-side view of the CUDA devices, filled by csrc/cuda/device.cu (no CUDA types here, so
-// the pybind11 binding compiles with the host compiler).
+// Host-side view of the CUDA devices, filled by csrc/cuda/device.cu, and the current-device
+// guard the bindings use (no CUDA types here, so the pybind11 binding compiles with the host
+// compiler).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -24,5 +25,20 @@ struct CudaStatus {
 };
 
 CudaStatus cuda_status();
+
+// Makes `device` current for the guard's lifetime and restores the previous current device
+// afterwards (also when the guarded call throws). Throws std::runtime_error when the device
+// cannot be set (bad ordinal, no driver).
+class CudaDeviceGuard {
+ public:
+  explicit CudaDeviceGuard(int device);
+  ~CudaDeviceGuard();
+  CudaDeviceGuard(const CudaDeviceGuard&) = delete;
+  CudaDeviceGuard& operator=(const CudaDeviceGuard&) = delete;
+
+ private:
+  int prev_ = -1;
+  bool changed_ = false;
+};
 
 }  // namespace lf
