@@ -49,7 +49,7 @@ def collect() -> dict[str, Any]:
         d["numba"] = {"available": False, "reason": _backend.unavailable_reason("numba")}
     cu = _backend.load("cuda")
     if cu is not None:
-        d["cuda"] = {"built": True, **dict(cu.build_info()), **dict(cu.status())}
+        d["cuda"] = {"built": True, "has_kernels": hasattr(cu, "has_kernels"), **dict(cu.build_info()), **dict(cu.status())}
     else:
         d["cuda"] = {"built": False, "reason": _backend.unavailable_reason("cuda")}
     try:
@@ -76,7 +76,8 @@ def info(file: TextIO | None = None) -> dict[str, Any]:
     w(f"  numba  : {'numba ' + n['version'] + ', ' + str(n['threads']) + ' threads' if n['available'] else 'not available (' + str(n['reason']) + ')'}")
     cu = d["cuda"]
     if cu["built"]:
-        w(f"  cuda   : built with CUDA {cu['cuda_compiler_version']} for {cu['architectures']} (op kernels: not yet)")
+        kernels = "op kernels built" if cu.get("has_kernels") else "no op kernels"
+        w(f"  cuda   : built with CUDA {cu['cuda_compiler_version']} for {cu['architectures']} ({kernels})")
         if cu["devices"]:
             for dev in cu["devices"]:
                 cc = ".".join(map(str, dev["compute_capability"]))
