@@ -219,7 +219,6 @@ def test_max_pool2d_backward(gpu, dtype, kind, c):
 
 def test_max_pool2d_nan_and_tie_rules(gpu):
     """Hand-made windows: first maximum wins a tie, the last NaN wins, padding never wins."""
-    cp = gpu.cp
     nan = np.nan
     x = np.array([[[[1, 3, 3, 0],
                     [3, 2, nan, 1],
