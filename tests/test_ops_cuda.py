@@ -186,3 +186,23 @@ def test_documents_cnn_trains_on_the_gpu_like_on_the_cpu(cp):
         m.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
         accs.append(m.evaluate(xt, yt, verbose=0)[1])
     assert accs[1] > 0.65 and abs(accs[0] - accs[1]) < 0.03, accs
+
+
+def test_torch_custom_ops_on_cuda_tensors(torch_cuda):
+    """Issue 5's CUDA path: the layerforge:: custom ops on CUDA tensors, forward and autograd."""
+    torch = torch_cuda
+    import layerforge.interop.torch as lft
+
+    x = torch.randn(4, 3, 12, 12, device="cuda", dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3, device="cuda", dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, device="cuda", dtype=torch.float64, requires_grad=True)
+    y = lft.max_pool2d(lft.relu(lft.conv2d(x, w, b, padding=1)), 2)
+    want = torch.nn.functional.max_pool2d(torch.relu(torch.nn.functional.conv2d(x, w, b, padding=1)), 2)
+    assert y.is_cuda
+    torch.testing.assert_close(y, want)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, w, b), g)
+    ref_ = torch.autograd.grad(want, (x, w, b), g)
+    for a, r_ in zip(got, ref_):
+        torch.testing.assert_close(a, r_)
+    assert torch.autograd.gradcheck(lambda t: lft.linear(t, w.reshape(5, -1)[:, :12]), (x.reshape(-1, 12)[:6].detach().requires_grad_(),))
