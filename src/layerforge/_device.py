@@ -246,6 +246,16 @@ class TorchNS:
         return int(a.data_ptr())
 
 
+def array_module(a: Any) -> Any:
+    """NumPy, or CuPy for a CuPy array: the module the layer API computes glue with
+    (Sequential(device='cuda') keeps its weights and activations as CuPy arrays)."""
+    if _module_root(a) == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
 def _is_torch_cuda(a: Any) -> bool:
     return _module_root(a) == "torch" and getattr(a, "is_cuda", False)
 

@@ -20,20 +20,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import ops
+from ._device import array_module as _xp
 from .initializers import glorot_uniform, orthogonal
 
 Shape = tuple  # a Keras shape without the batch axis, e.g. (26, 26, 32)
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "linear")
-
-
-def _xp(a: Any) -> Any:
-    """The array module of a: NumPy, or CuPy for a model on the GPU (Sequential(device='cuda'))."""
-    if type(a).__module__.split(".")[0] == "cupy":
-        import cupy
-
-        return cupy
-    return np
 
 
 def _activation_name(activation: str | None, where: str) -> str:

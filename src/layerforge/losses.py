@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import ops
-from .layers import _xp
+from ._device import array_module as _xp
 
 _EPS = 1e-7  # Keras's probability clip, so log(0) never appears on the non-fused path
 
@@ -38,11 +38,6 @@ class Loss:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(from_logits={self.from_logits})"
-
-
-def _check_rows(t: np.ndarray, n: int, what: str) -> None:
-    if t.shape[0] != n:
-        raise ValueError(f"{what}: {t.shape[0]} targets for {n} model outputs")
 
 
 class SparseCategoricalCrossentropy(Loss):

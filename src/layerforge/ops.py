@@ -157,16 +157,17 @@ def _outs(op: str, out: Sequence[Array | None] | None, count: int) -> list[Array
 
 # ---------------------------------------------------------------------------- convolution
 
-def _conv_params(op: str, x: Array, w: Array, stride: Any, padding: Any, dilation: Any):
-    """Validated (sh, sw, pt, pb, pl, pr, dh, dw, oh, ow)."""
-    n, c, h, wd = x.shape
-    k, cw, r, s = w.shape
+def _conv_params(op: str, x_shape: Sequence[int], w_shape: Sequence[int], stride: Any, padding: Any, dilation: Any):
+    """Validated (sh, sw, pt, pb, pl, pr, dh, dw, oh, ow) for inputs of these shapes."""
+    n, c, h, wd = x_shape
+    k, cw, r, s = w_shape
     if cw != c:
-        raise ValueError(f"{op}: x has {c} channels but w expects {cw} (w shape {w.shape}, x shape {x.shape})")
+        raise ValueError(f"{op}: x has {c} channels but w expects {cw} "
+                         f"(w shape {tuple(w_shape)}, x shape {tuple(x_shape)})")
     sh, sw = _positive(op, "stride", stride)
     dh, dw = _positive(op, "dilation", dilation)
     if r < 1 or s < 1:
-        raise ValueError(f"{op}: kernel must be at least 1x1, got w shape {w.shape}")
+        raise ValueError(f"{op}: kernel must be at least 1x1, got w shape {tuple(w_shape)}")
     if isinstance(padding, str):
         if padding == "valid":
             pt = pb = pl = pr = 0
@@ -194,10 +195,11 @@ def conv2d_output_shape(
     x_shape: Sequence[int], w_shape: Sequence[int], stride: Any = 1, padding: Any = 0, dilation: Any = 1
 ) -> tuple[int, int, int, int]:
     """(N, K, OH, OW) of conv2d for inputs of these shapes (validates like conv2d)."""
-    x = np.empty(tuple(x_shape), np.float32)
-    w = np.empty(tuple(w_shape), np.float32)
-    p = _conv_params("conv2d", x, w, stride, padding, dilation)
-    return (x.shape[0], w.shape[0], p[8], p[9])
+    x_shape, w_shape = tuple(int(d) for d in x_shape), tuple(int(d) for d in w_shape)
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ValueError(f"conv2d_output_shape: expected 4-D shapes, got {x_shape} and {w_shape}")
+    p = _conv_params("conv2d", x_shape, w_shape, stride, padding, dilation)
+    return (x_shape[0], w_shape[0], p[8], p[9])
 
 
 def _conv_inputs(op: str, x: Any, w: Any, b: Any):
@@ -221,7 +223,7 @@ def conv2d(
     """
     op = "conv2d"
     x, w, b, dt = _conv_inputs(op, x, w, b)
-    sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x, w, stride, padding, dilation)
+    sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x.shape, w.shape, stride, padding, dilation)
     k = _kernels(op, backend, x)
     y = _output(op, out, (x.shape[0], w.shape[0], oh, ow), dt, x)
     if _size(y):
@@ -238,7 +240,7 @@ def conv2d_backward(
     x, w, b, dt = _conv_inputs(op, x, w, b)
     dy = _array(op, "dy", dy, 4)
     _same_dtype(op, x=x, dy=dy)
-    sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x, w, stride, padding, dilation)
+    sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x.shape, w.shape, stride, padding, dilation)
     _expect_shape(op, "dy", dy, (x.shape[0], w.shape[0], oh, ow))
     k = _kernels(op, backend, x)
     o = _outs(op, out, 3)
