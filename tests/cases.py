@@ -33,6 +33,7 @@ POOL = [
     (1, 1, 5, 5, 2, None, 0),                # odd size: last row/column dropped
     (2, 32, 26, 26, 2, None, 0),             # documents' pool 1
     (2, 64, 11, 11, 2, None, 0),             # documents' pool 2 (odd)
+    (1, 2, 5, 39, 2, None, 0),               # 2x2 SIMD rows: two full blocks of 8 + a tail of 3
     (2, 3, 7, 9, 3, 2, 1),                   # overlapping windows with padding
     (2, 2, 6, 7, (2, 3), (1, 2), (1, 1)),    # rectangular everything
     (0, 3, 4, 4, 2, None, 0),                # empty batch

@@ -9,6 +9,10 @@
 #include <limits>
 #include <type_traits>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include "cpu/simd.h"
 #include "ops.h"
 
@@ -47,13 +51,103 @@ inline void take_if(bool t, T v, int64_t i, T& m, int64_t& idx) {
   std::memcpy(&m, &mb, sizeof(T));
 }
 
+#if LF_X86_SIMD
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+// AVX2 form of the row loop below for float: 8 outputs per step. The even/odd columns of
+// each input row are split with a shuffle + cross-lane permute; the selects are blends on
+// the same (v > m) | isnan(v) mask, in the same a, b, c, d order, so results and indices are
+// identical to the scalar rule. Offsets are int32 inside a plane (the caller guarantees
+// H*W < 2^31) and widened to int64 on store. A row's last (< 8) outputs go through the same
+// code on a zero-padded copy of their inputs, so odd widths (13, 5 in the documents' CNN)
+// stay vectorised.
+inline __m256 evens(__m256 lo, __m256 hi) {
+  // shuffle_ps works per 128-bit lane; the permute puts the lanes back in order.
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
+}
+inline __m256 odds(__m256 lo, __m256 hi) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1))), 0xD8));
+}
+inline void take8(__m256 v, __m256i iv, __m256& m, __m256i& idx) {
+  const __m256 t = _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  m = _mm256_blendv_ps(m, v, t);
+  idx = _mm256_castps_si256(
+      _mm256_blendv_ps(_mm256_castsi256_ps(idx), _mm256_castsi256_ps(iv), t));
+}
+// Lanes [0, n) of 8 set (n may be <= 0 or >= 8).
+inline __m256i first_lanes(int64_t n) {
+  const int32_t k = int32_t(std::min<int64_t>(std::max<int64_t>(n, 0), 8));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+// 8 windows whose top-left inputs are p0[0, 2, .., 14], the row below p1; ia their offsets.
+// Only the first `cols` input columns are read (masked loads give 0 beyond), so a row's tail
+// needs no copy; outputs past the tail are computed but never stored.
+inline void block8(const float* p0, const float* p1, int64_t cols, __m256i ia, __m256i down,
+                   __m256& m, __m256i& idx) {
+  __m256 t0, t1, u0, u1;
+  if (cols >= 16) {
+    t0 = _mm256_loadu_ps(p0); t1 = _mm256_loadu_ps(p0 + 8);
+    u0 = _mm256_loadu_ps(p1); u1 = _mm256_loadu_ps(p1 + 8);
+  } else {
+    const __m256i lo = first_lanes(cols), hi = first_lanes(cols - 8);
+    t0 = _mm256_maskload_ps(p0, lo); t1 = _mm256_maskload_ps(p0 + 8, hi);
+    u0 = _mm256_maskload_ps(p1, lo); u1 = _mm256_maskload_ps(p1 + 8, hi);
+  }
+  const __m256i one = _mm256_set1_epi32(1);
+  m = evens(t0, t1);
+  idx = ia;
+  take8(odds(t0, t1), _mm256_add_epi32(ia, one), m, idx);
+  take8(evens(u0, u1), _mm256_add_epi32(ia, down), m, idx);
+  take8(odds(u0, u1), _mm256_add_epi32(_mm256_add_epi32(ia, down), one), m, idx);
+}
+inline __m256i widen_lo(__m256i v) { return _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)); }
+inline __m256i widen_hi(__m256i v) { return _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)); }
+void max2x2_row_avx2(float* yr, int64_t* ir, const float* r0, const float* r1, int64_t ow_end,
+                     int32_t i0, int32_t w) {
+  const __m256i step = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i down = _mm256_set1_epi32(w);
+  __m256 m;
+  __m256i idx;
+  for (int64_t ow = 0; ow < ow_end; ow += 8) {
+    const int64_t n = ow_end - ow;
+    const __m256i ia = _mm256_add_epi32(_mm256_set1_epi32(i0 + int32_t(2 * ow)), step);
+    block8(r0 + 2 * ow, r1 + 2 * ow, 2 * n, ia, down, m, idx);
+    if (n >= 8) {
+      _mm256_storeu_ps(yr + ow, m);
+      if (ir) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + ow), widen_lo(idx));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + ow + 4), widen_hi(idx));
+      }
+    } else {
+      const __m256i k = first_lanes(n);
+      _mm256_maskstore_ps(yr + ow, k, m);
+      if (ir) {
+        _mm256_maskstore_epi64(reinterpret_cast<long long*>(ir + ow), widen_lo(k), widen_lo(idx));
+        _mm256_maskstore_epi64(reinterpret_cast<long long*>(ir + ow + 4), widen_hi(k), widen_hi(idx));
+      }
+    }
+  }
+}
+#pragma GCC pop_options
+#endif
+
 template <typename T>
-inline void max2x2_plane(T* yp, int64_t* ip, const T* xp, const Pool2dShape& s) {
+inline void max2x2_plane(T* yp, int64_t* ip, const T* xp, const Pool2dShape& s, SimdPath path) {
   for (int64_t oh = 0; oh < s.oh; ++oh) {
     const T* r0 = xp + 2 * oh * s.w;
     const T* r1 = r0 + s.w;
     T* yr = yp + oh * s.ow;
     int64_t* ir = ip ? ip + oh * s.ow : nullptr;
+#if LF_X86_SIMD
+    if constexpr (std::is_same_v<T, float>) {
+      if (path != SimdPath::Scalar) {
+        max2x2_row_avx2(yr, ir, r0, r1, s.ow, int32_t(2 * oh * s.w), int32_t(s.w));
+        continue;
+      }
+    }
+#endif
     for (int64_t ow = 0; ow < s.ow; ++ow) {
       const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
       const int64_t i0 = 2 * oh * s.w + 2 * ow;
@@ -76,10 +170,12 @@ void max_pool2d_forward_cpu(T* y, int64_t* indices, const T* x, const Pool2dShap
   const int nt = threads_for(planes * OHW * s.kh * s.kw, planes);
   const bool two_by_two = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 &&
                           s.pw == 0 && 2 * s.oh <= s.h && 2 * s.ow <= s.w;
+  // The SIMD rows keep in-plane offsets in int32.
+  const SimdPath path = HW < (int64_t(1) << 31) ? simd_path() : SimdPath::Scalar;
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t pl = 0; pl < planes; ++pl) {
     if (two_by_two) {
-      max2x2_plane(y + pl * OHW, indices ? indices + pl * OHW : nullptr, x + pl * HW, s);
+      max2x2_plane(y + pl * OHW, indices ? indices + pl * OHW : nullptr, x + pl * HW, s, path);
       continue;
     }
     const T* xp = x + pl * HW;
