@@ -40,6 +40,19 @@ def test_conv2d_backward(backend, dtype, c):
             assert_close(g, r, dtype, name)
 
 
+@pytest.mark.parametrize("c", CONV, ids=[str(c) for c in CONV])
+def test_conv2d_backward_without_dx(backend, c):
+    # A network's first layer asks for the weight gradients only.
+    x, w, b, kw = _case(c, np.float32)
+    dy = rand(np.random.default_rng(1), ref.conv2d(x, w, b, **kw).shape, np.float32)
+    dx, dw, db = ops.conv2d_backward(dy, x, w, b, **kw, need_dx=False, backend=backend)
+    _, rdw, rdb = ref.conv2d_backward(dy, x, w, b, **kw)
+    assert dx is None
+    assert_close(dw, rdw, np.float32, "dw")
+    if b is not None:
+        assert_close(db, rdb, np.float32, "db")
+
+
 def test_conv2d_backward_overwrites_out(backend):
     x, w, b, kw = _case(CONV[2], np.float32)
     dy = rand(np.random.default_rng(1), ops.conv2d(x, w, b, **kw, backend=backend).shape, np.float32)

@@ -35,6 +35,18 @@ def test_linear_backward(backend, dtype, c):
             assert_close(g, r, dtype, name)
 
 
+@pytest.mark.parametrize("c", LINEAR, ids=[str(c) for c in LINEAR])
+def test_linear_backward_without_dx(backend, c):
+    x, w, b = _case(c, np.float32)
+    dy = rand(np.random.default_rng(1), x.shape[:-1] + (w.shape[0],), np.float32)
+    dx, dw, db = ops.linear_backward(dy, x, w, b, need_dx=False, backend=backend)
+    _, rdw, rdb = ref.linear_backward(dy, x, w, b)
+    assert dx is None
+    assert_close(dw, rdw, np.float32, "dw")
+    if b is not None:
+        assert_close(db, rdb, np.float32, "db")
+
+
 def test_linear_noncontiguous(backend):
     rng = np.random.default_rng(2)
     x = rand(rng, (12, 9), np.float32).T[::-1]      # (9, 12), transposed and reversed

@@ -76,6 +76,9 @@ class Layer:
         self.backend: str | None = None
         self.activation = "linear"
         self.trainable = True
+        # False when nothing upstream needs this layer's input gradient (a model's first
+        # layer): Conv2D and Dense then skip computing dx and backward returns None.
+        self.input_grad = True
 
     # -- to override
     def build(self, input_shape: Shape, rng: np.random.Generator) -> None:
@@ -210,9 +213,10 @@ class Conv2D(Layer):
         x, xin, pad, y = self._saved
         da = self._act_backward(dy, y, logits)
         dx, dw, db = ops.conv2d_backward(da, xin, self.kernel, self.bias, stride=self.strides, padding=pad,
-                                         dilation=self.dilation_rate, backend=self.backend)
+                                         dilation=self.dilation_rate, need_dx=self.input_grad,
+                                         backend=self.backend)
         self.grads = [dw] + ([db] if self.use_bias else [])
-        if xin is not x:
+        if dx is not None and xin is not x:
             pt, _, pl, _ = self._pads(x.shape[2], x.shape[3])
             dx = _xp(dx).ascontiguousarray(dx[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]])
         return dx
@@ -330,7 +334,8 @@ class Dense(Layer):
     def backward(self, dy: np.ndarray, logits: bool = False) -> np.ndarray:
         x, y = self._saved
         da = self._act_backward(dy, y, logits)
-        dx, dw, db = ops.linear_backward(da, x, self.kernel, self.bias, backend=self.backend)
+        dx, dw, db = ops.linear_backward(da, x, self.kernel, self.bias, need_dx=self.input_grad,
+                                         backend=self.backend)
         self.grads = [dw] + ([db] if self.use_bias else [])
         return dx
 

@@ -78,7 +78,8 @@ class Sequential:
             raise ValueError(f"build: the model is built for inputs {self.input_shape}, not {shape}")
         self.input_shape = shape
         rng = _random.generator()
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            layer.input_grad = i > 0  # nothing upstream of the first layer needs its dx
             if not layer.built:
                 layer.build(shape, rng)
                 if self.device == "cuda":

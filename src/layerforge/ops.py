@@ -233,9 +233,12 @@ def conv2d(
 
 def conv2d_backward(
     dy: Any, x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-    *, backend: str | None = None, out: Sequence[Array | None] | None = None,
-) -> tuple[Array, Array, Array | None]:
-    """Gradients (dx (N,C,H,W), dw (K,C,R,S), db (K,) or None) of conv2d for dy (N,K,OH,OW)."""
+    *, need_dx: bool = True, backend: str | None = None, out: Sequence[Array | None] | None = None,
+) -> tuple[Array | None, Array, Array | None]:
+    """Gradients (dx (N,C,H,W), dw (K,C,R,S), db (K,) or None) of conv2d for dy (N,K,OH,OW).
+
+    ``need_dx=False`` skips the input gradient (a network's first layer) and returns None for it.
+    """
     op = "conv2d_backward"
     x, w, b, dt = _conv_inputs(op, x, w, b)
     dy = _array(op, "dy", dy, 4)
@@ -244,7 +247,7 @@ def conv2d_backward(
     _expect_shape(op, "dy", dy, (x.shape[0], w.shape[0], oh, ow))
     k = _kernels(op, backend, x)
     o = _outs(op, out, 3)
-    dx = _output(op, o[0], x.shape, dt, x, "out[0]")
+    dx = _output(op, o[0], x.shape, dt, x, "out[0]") if need_dx else None
     dwt = _output(op, o[1], w.shape, dt, x, "out[1]")
     db = _output(op, o[2], (w.shape[0],), dt, x, "out[2]") if b is not None else None
     if _size(dy) == 0 or _size(x) == 0:
@@ -387,9 +390,12 @@ def linear(x: Any, w: Any, b: Any = None, *, backend: str | None = None, out: Ar
 
 def linear_backward(
     dy: Any, x: Any, w: Any, b: Any = None,
-    *, backend: str | None = None, out: Sequence[Array | None] | None = None,
-) -> tuple[Array, Array, Array | None]:
-    """(dx (..., IN), dw (OUT, IN), db (OUT,) or None) for dy (..., OUT)."""
+    *, need_dx: bool = True, backend: str | None = None, out: Sequence[Array | None] | None = None,
+) -> tuple[Array | None, Array, Array | None]:
+    """(dx (..., IN), dw (OUT, IN), db (OUT,) or None) for dy (..., OUT).
+
+    ``need_dx=False`` skips the input gradient and returns None for it.
+    """
     op = "linear_backward"
     x, w, b, dt = _linear_inputs(op, x, w, b)
     dy = _array(op, "dy", dy)
@@ -397,7 +403,7 @@ def linear_backward(
     _expect_shape(op, "dy", dy, tuple(x.shape[:-1]) + (w.shape[0],))
     k = _kernels(op, backend, x)
     o = _outs(op, out, 3)
-    dx = _output(op, o[0], x.shape, dt, x, "out[0]")
+    dx = _output(op, o[0], x.shape, dt, x, "out[0]") if need_dx else None
     dwt = _output(op, o[1], w.shape, dt, x, "out[1]")
     db = _output(op, o[2], (w.shape[0],), dt, x, "out[2]") if b is not None else None
     if _size(dy) == 0 or _size(x) == 0:
@@ -405,7 +411,7 @@ def linear_backward(
         if db is not None and _size(dy):
             db[...] = _ns(dy).sum0(dy.reshape(-1, w.shape[0]))
     else:
-        k.linear_backward(dx.reshape(-1, w.shape[1]), dwt, db, dy.reshape(-1, w.shape[0]), x.reshape(-1, w.shape[1]), w)
+        k.linear_backward(dx.reshape(-1, w.shape[1]) if dx is not None else None, dwt, db, dy.reshape(-1, w.shape[0]), x.reshape(-1, w.shape[1]), w)
     return dx, dwt, db
 
 
