@@ -25,6 +25,12 @@ CONV = [
     (3, 2, 1, 40, 3, 1, 5, 1, "valid", 1, True),     # one-row image
     (2, 3, 1, 1, 4, 1, 1, 1, 0, 1, True),            # 1x1 image
     (1, 7, 33, 31, 9, 5, 3, (1, 2), (2, 1), (1, 2), True),  # everything at once, off multiples
+    # The direct kernels (AVX-512): channel counts off 16 (masked lanes), several row tiles,
+    # more than one channel block, padding wider than the kernel (dx crops dy).
+    (2, 5, 9, 8, 20, 3, 3, 1, 1, 1, True),
+    (2, 24, 6, 30, 40, 3, 3, 1, (2, 1), 1, True),
+    (1, 8, 6, 6, 80, 3, 3, 1, 0, 1, True),
+    (1, 16, 4, 5, 16, 2, 2, 1, 2, 1, False),
 ]
 
 # pool: (N, C, H, W, kernel, stride, padding)

@@ -1,6 +1,7 @@
 """Fixtures shared by the op tests: the backend grid, dtypes, the oracle comparison.
 
-Backends: 'cpp' (once per SIMD path the CPU supports, when _C can switch paths) and 'numba'.
+Backends: 'cpp' (once per SIMD path the CPU supports, when _C can switch paths, and once
+with the im2col convolution where the direct one would run) and 'numba'.
 A backend that is missing is skipped, unless LAYERFORGE_REQUIRE_BACKENDS names it (CI sets
 it), in which case its tests fail: a build that silently lost _C must not look green.
 """
@@ -21,7 +22,10 @@ def _cpp_variants() -> list[str]:
     c = _backend.load("cpp")
     if c is None or not hasattr(c, "supported_simd_paths"):
         return ["cpp"]
-    return ["cpp"] + [f"cpp:{p}" for p in c.supported_simd_paths() if p != c.simd_path()]
+    variants = ["cpp"] + [f"cpp:{p}" for p in c.supported_simd_paths() if p != c.simd_path()]
+    if c.simd_path() == "avx512":  # the direct conv kernels run there; also test im2col + GEMM
+        variants.append("cpp:im2col")
+    return variants
 
 
 BACKENDS = _cpp_variants() + ["numba"]
@@ -29,14 +33,20 @@ BACKENDS = _cpp_variants() + ["numba"]
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    """Backend name to pass as ``backend=``; 'cpp:<path>' forces a lower SIMD path for the test."""
+    """Backend name to pass as ``backend=``; 'cpp:<path>' forces a lower SIMD path for the test,
+    'cpp:im2col' the im2col + GEMM convolution where the direct kernels would run."""
     name, _, path = request.param.partition(":")
     if _backend.load(name) is None:
         msg = f"backend {name!r} unavailable: {_backend.unavailable_reason(name)}"
         if name in REQUIRED:
             pytest.fail(msg + " (required by LAYERFORGE_REQUIRE_BACKENDS)")
         pytest.skip(msg)
-    if path:
+    if path == "im2col":
+        c = _backend.load("cpp")
+        c.set_conv_algorithm("im2col")
+        yield name
+        c.set_conv_algorithm("auto")
+    elif path:
         c = _backend.load("cpp")
         old = c.simd_path()
         c.set_simd_path(path)

@@ -490,6 +490,7 @@ py::dict build_info() {
 #endif
   d["simd_compiled"] = lf::simd_paths_compiled();
   d["simd_path"] = lf::simd_path_name(lf::simd_path());
+  d["conv_algorithm"] = lf::conv_algo() == lf::ConvAlgo::Im2col ? "im2col" : "auto";
   d["cpu_features"] = lf::cpu_features();
   d["gemm_float32"] = lf::gemm_ukernel<float>().name;
   d["gemm_float64"] = lf::gemm_ukernel<double>().name;
@@ -587,6 +588,16 @@ PYBIND11_MODULE(_C, m) {
     }
     return out;
   }, "SIMD paths compiled in and supported by this CPU, lowest first.");
+  m.def("conv_algorithm", [] {
+    return std::string(lf::conv_algo() == lf::ConvAlgo::Im2col ? "im2col" : "auto");
+  }, "Convolution kernel version: 'auto' (direct kernels where they apply) or 'im2col'.");
+  m.def("set_conv_algorithm", [](const std::string& name) {
+    LF_CHECK(name == "auto" || name == "im2col",
+             "set_conv_algorithm: expected 'auto' or 'im2col', got '" << name << "'");
+    lf::set_conv_algo(name == "im2col" ? lf::ConvAlgo::Im2col : lf::ConvAlgo::Auto);
+  }, py::arg("name"),
+        "Testing and benchmark hook: 'im2col' forces im2col + GEMM for every convolution "
+        "(also LAYERFORGE_CONV=im2col); 'auto' is the default.");
   m.def("get_num_threads", &lf::num_threads, "Threads the kernels use.");
   m.def("set_num_threads", [](int n) {
     LF_CHECK(n >= 1, "set_num_threads: expected n >= 1, got " << n);

@@ -16,8 +16,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
+#include "cpu/conv2d_direct.h"
 #include "cpu/gemm.h"
 #include "cpu/simd.h"
 #include "ops.h"
@@ -161,6 +163,9 @@ template <typename T>
 void conv2d_forward_cpu(T* y, const T* x, const T* w, const T* b, const Conv2dShape& s) {
   const int64_t N = s.n, K = s.k, P = s.ohw(), CRS = s.crs(), HW = s.hw(), CHW = s.c * HW;
   if (N == 0 || K == 0 || P == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (conv2d_direct_forward_applies(s)) return conv2d_direct_forward(y, x, w, b, s);
+  }
   const GemmUkernel<T>& uk = gemm_ukernel<T>();
   const bool pointwise = is_pointwise(s);
   const ConvGeom geom(s);
@@ -217,8 +222,8 @@ void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
       db[k] = acc;
     }
   }
-  const bool want_dx = dx && N > 0 && CHW > 0;
-  const bool want_dw = dw && KCRS > 0;
+  bool want_dx = dx && N > 0 && CHW > 0;
+  bool want_dw = dw && KCRS > 0;
   if (!want_dx && !want_dw) return;
   if (want_dw && (N == 0 || P == 0)) {
     std::fill(dw, dw + KCRS, T(0));
@@ -228,6 +233,18 @@ void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
     if (want_dx) std::fill(dx, dx + N * CHW, T(0));
     if (want_dw) std::fill(dw, dw + KCRS, T(0));
     return;
+  }
+
+  if constexpr (std::is_same_v<T, float>) {
+    if (want_dx && conv2d_direct_dx_applies(s)) {
+      conv2d_direct_dx(dx, dy, w, s);
+      want_dx = false;
+    }
+    if (want_dw && conv2d_direct_dw_applies(s)) {
+      conv2d_direct_dw(dw, dy, x, s);
+      want_dw = false;
+    }
+    if (!want_dx && !want_dw) return;
   }
 
   const GemmUkernel<T>& uk = gemm_ukernel<T>();

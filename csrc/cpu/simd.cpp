@@ -15,6 +15,7 @@ namespace {
 // launcher reads it once.
 std::atomic<int> g_path{-1};
 std::atomic<int> g_threads{0};
+std::atomic<int> g_conv{-1};
 
 SimdPath detect() {
 #if LF_X86_SIMD
@@ -108,5 +109,17 @@ int num_threads() {
 }
 
 void set_num_threads(int n) { g_threads.store(std::max(1, n), std::memory_order_relaxed); }
+
+ConvAlgo conv_algo() {
+  int a = g_conv.load(std::memory_order_relaxed);
+  if (a < 0) {
+    const char* env = std::getenv("LAYERFORGE_CONV");
+    a = env && std::string(env) == "im2col" ? 1 : 0;
+    g_conv.store(a, std::memory_order_relaxed);
+  }
+  return static_cast<ConvAlgo>(a);
+}
+
+void set_conv_algo(ConvAlgo a) { g_conv.store(static_cast<int>(a), std::memory_order_relaxed); }
 
 }  // namespace lf

@@ -35,6 +35,14 @@ std::vector<std::string> simd_paths_compiled();
 // Instruction-set features the kernels use that this CPU supports.
 std::vector<std::string> cpu_features();
 
+// Convolution kernel version: Auto picks the direct kernels where they apply (AVX-512,
+// float32, stride 1, dilation 1; conv2d_direct.h) and im2col + GEMM elsewhere; Im2col
+// forces im2col + GEMM everywhere (LAYERFORGE_CONV=im2col, or set_conv_algo), so the
+// benchmarks and tests can run both versions on one machine.
+enum class ConvAlgo : int { Auto = 0, Im2col = 1 };
+ConvAlgo conv_algo();
+void set_conv_algo(ConvAlgo a);
+
 // Threads used by every parallel region (a process-wide setting, unlike omp_set_num_threads,
 // whose value is per calling thread).
 int num_threads();

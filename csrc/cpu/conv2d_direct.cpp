@@ -1,0 +1,216 @@
+// Drivers of the direct convolution (see conv2d_direct.h): padding copies, weight packing,
+// threading and the transposed stores, on the baseline ISA.
+//   packed weights: (KB, CI, R, S, L) with L = 16*NV output channels per block, zero-filled
+//                   past the last channel, so every microkernel load is a full aligned vector;
+//   forward/dx work items: (image, channel block, output row), OpenMP static over them;
+//   dW: images split statically over threads, per-thread partials (KB, C*R*S, L) added in
+//       thread order, so dW is deterministic for a given thread count (as in conv2d.cpp).
+#include "cpu/conv2d_direct.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/gemm.h"
+#include "cpu/simd.h"
+
+namespace lf {
+namespace {
+
+int nv_for(int64_t channels) {
+  return static_cast<int>(std::min<int64_t>(kDirectMaxNV, (channels + 15) / 16));
+}
+
+bool direct_common(const Conv2dShape& s) {
+  return simd_path() == SimdPath::Avx512 && conv_algo() == ConvAlgo::Auto && s.sh == 1 && s.sw == 1 && s.dh == 1 &&
+         s.dw == 1 && s.n > 0 && s.c > 0 && s.k > 0 && s.oh > 0 && s.ow > 0 && s.r > 0 &&
+         s.s > 0;
+}
+
+// planes (H, W) placed at row/column offset (pt, pl) in zero planes (Hp, Wp), cropped where
+// they stick out (pt, pl may be negative). Returns x itself when that is the identity.
+const float* pad_planes(AlignedBuffer<float>& buf, const float* x, int64_t planes, int64_t H,
+                        int64_t W, int64_t Hp, int64_t Wp, int64_t pt, int64_t pl) {
+  if (pt == 0 && pl == 0 && H == Hp && W == Wp) return x;
+  float* d = buf.reserve(planes * Hp * Wp);
+  const int64_t j0 = std::max<int64_t>(0, pl), j1 = std::min<int64_t>(Wp, W + pl);
+  const int nt = threads_for(planes * Hp * Wp, planes);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t q = 0; q < planes; ++q) {
+    float* dp = d + q * Hp * Wp;
+    const float* xp = x + q * H * W;
+    std::fill(dp, dp + Hp * Wp, 0.f);
+    for (int64_t i = 0; i < Hp; ++i) {
+      const int64_t si = i - pt;
+      if (si < 0 || si >= H || j1 <= j0) continue;
+      std::memcpy(dp + i * Wp + j0, xp + si * W + (j0 - pl), sizeof(float) * (j1 - j0));
+    }
+  }
+  return d;
+}
+
+// (KB, CI, R, S, L) from value(out_channel, in_channel, r, s).
+template <class Value>
+float* pack_weights(AlignedBuffer<float>& buf, int64_t KO, int64_t CI, int64_t R, int64_t S,
+                    int nv, Value&& value) {
+  const int64_t L = 16 * nv, KB = (KO + L - 1) / L, block = CI * R * S * L;
+  float* p = buf.reserve(KB * block);
+  for (int64_t kb = 0; kb < KB; ++kb)
+    for (int64_t ci = 0; ci < CI; ++ci)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t s = 0; s < S; ++s) {
+          float* dst = p + kb * block + ((ci * R + r) * S + s) * L;
+          for (int64_t l = 0; l < L; ++l) {
+            const int64_t ko = kb * L + l;
+            dst[l] = ko < KO ? value(ko, ci, r, s) : 0.f;
+          }
+        }
+  return p;
+}
+
+// y (N, KO, OH, OW) [+ bias] = correlation of xin (N, CI, Hp, Wp) with the packed weights,
+// Hp >= OH + R - 1, Wp >= OW + S - 1. Only rows [z0, z1) of xin can be non-zero (the rest is
+// padding): kernel rows that would read only those are skipped, which for the dx correlation
+// (dy padded by R - 1 on both sides) saves about a sixth of the work.
+void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, int64_t Wp,
+                 int64_t KO, int64_t R, int64_t S, int64_t OH, int64_t OW, const float* wpk,
+                 int nv, const float* bias, int64_t z0, int64_t z1) {
+  const int64_t L = 16 * nv, KB = (KO + L - 1) / L, block = CI * R * S * L;
+  // Row tiles of equal width (11 -> 6 + 5, 13 -> 7 + 6), each at most the register tile.
+  const int64_t maxnp = kDirectMaxTile[nv - 1];
+  const int64_t tiles = (OW + maxnp - 1) / maxnp, np = (OW + tiles - 1) / tiles;
+  const int64_t items = N * KB * OH;
+  const int nt = threads_for(2 * N * KO * OH * OW * CI * R * S, items);
+#pragma omp parallel num_threads(nt)
+  {
+    alignas(64) float out[14 * 32];  // NP * L <= 448 for every (NV, tile) in the tables
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t n = it / (KB * OH), kb = (it / OH) % KB, oh = it % OH;
+      const int64_t k0 = kb * L, kn = std::min(L, KO - k0);
+      const int64_t r0 = std::max<int64_t>(0, z0 - oh), r1 = std::min(R, z1 - oh);
+      const float* xr = xin + n * CI * Hp * Wp + (oh + r0) * Wp;
+      float* yr = y + (n * KO + k0) * OH * OW + oh * OW;
+      for (int64_t ow0 = 0; ow0 < OW; ow0 += np) {
+        const int64_t w = std::min(np, OW - ow0);
+        if (r1 > r0) {
+          direct_fwd_ukr_avx512(nv, static_cast<int>(w))(xr + ow0, Hp * Wp, Wp, CI, r1 - r0, S,
+                                                         wpk + kb * block + r0 * S * L,
+                                                         R * S * L, out);
+        } else {
+          std::fill(out, out + w * L, 0.f);
+        }
+        // The tile holds (pixel, channel); NCHW wants channel rows: a small transpose.
+        for (int64_t l = 0; l < kn; ++l) {
+          const float bv = bias ? bias[k0 + l] : 0.f;
+          float* dst = yr + l * OH * OW + ow0;
+          for (int64_t p = 0; p < w; ++p) dst[p] = out[p * L + l] + bv;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// Below 16 output channels most vector lanes would be padding; below 32 taps per output the
+// transposed stores cost more than the FMAs (conv 1 -> 32 stays on im2col + GEMM).
+bool conv2d_direct_forward_applies(const Conv2dShape& s) {
+  return direct_common(s) && s.k >= 16 && s.c * s.r * s.s >= 32;
+}
+
+bool conv2d_direct_dx_applies(const Conv2dShape& s) {
+  return direct_common(s) && s.c >= 16 && s.k * s.r * s.s >= 32 && s.h > 0 && s.w > 0;
+}
+
+bool conv2d_direct_dw_applies(const Conv2dShape& s) { return direct_common(s) && s.k >= 16; }
+
+void conv2d_direct_forward(float* y, const float* x, const float* w, const float* b,
+                           const Conv2dShape& s) {
+  const int64_t Hp = s.oh + s.r - 1, Wp = s.ow + s.s - 1;
+  AlignedBuffer<float> xbuf, wbuf;
+  const float* xin = pad_planes(xbuf, x, s.n * s.c, s.h, s.w, Hp, Wp, s.ph, s.pw);
+  const int nv = nv_for(s.k);
+  const float* wpk = pack_weights(wbuf, s.k, s.c, s.r, s.s, nv, [&](int64_t k, int64_t c, int64_t r, int64_t q) {
+    return w[((k * s.c + c) * s.r + r) * s.s + q];
+  });
+  direct_corr(y, xin, s.n, s.c, Hp, Wp, s.k, s.r, s.s, s.oh, s.ow, wpk, nv, b, s.ph, s.ph + s.h);
+}
+
+void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+  // dx[c, i, j] = sum_{k, r, q} dy[k, i + ph - r, j + pw - q] w[k, c, r, q]: a correlation of
+  // dy, shifted by (R-1-ph, S-1-pw) into zero planes, with the rotated, transposed kernel.
+  const int64_t Hp = s.h + s.r - 1, Wp = s.w + s.s - 1;
+  AlignedBuffer<float> dbuf, wbuf;
+  const float* din = pad_planes(dbuf, dy, s.n * s.k, s.oh, s.ow, Hp, Wp, s.r - 1 - s.ph, s.s - 1 - s.pw);
+  const int nv = nv_for(s.c);
+  const float* wpk = pack_weights(wbuf, s.c, s.k, s.r, s.s, nv, [&](int64_t c, int64_t k, int64_t r, int64_t q) {
+    return w[((k * s.c + c) * s.r + (s.r - 1 - r)) * s.s + (s.s - 1 - q)];
+  });
+  direct_corr(dx, din, s.n, s.k, Hp, Wp, s.c, s.r, s.s, s.h, s.w, wpk, nv, nullptr,
+              s.r - 1 - s.ph, s.r - 1 - s.ph + s.oh);
+}
+
+void conv2d_direct_dw(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+  const int64_t N = s.n, K = s.k, P = s.ohw(), T = s.crs();
+  const int64_t Hp = s.oh + s.r - 1, Wp = s.ow + s.s - 1, plane = Hp * Wp;
+  AlignedBuffer<float> xbuf, dbuf, part;
+  const float* xin = pad_planes(xbuf, x, N * s.c, s.h, s.w, Hp, Wp, s.ph, s.pw);
+  const int nv = nv_for(K);
+  const int64_t L = 16 * nv, KB = (K + L - 1) / L, Kp = KB * L;
+
+  // dy as (N, P, Kp): the channels of one pixel become one vector load.
+  float* dyt = dbuf.reserve(N * P * Kp);
+  {
+    const int nt = threads_for(N * P * Kp, N);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      float* dst = dyt + n * P * Kp;
+      const float* src = dy + n * K * P;
+      for (int64_t p = 0; p < P; ++p) {
+        for (int64_t k = 0; k < K; ++k) dst[p * Kp + k] = src[k * P + p];
+        for (int64_t k = K; k < Kp; ++k) dst[p * Kp + k] = 0.f;
+      }
+    }
+  }
+  std::vector<int64_t> off(static_cast<size_t>(T));
+  for (int64_t c = 0; c < s.c; ++c)
+    for (int64_t r = 0; r < s.r; ++r)
+      for (int64_t q = 0; q < s.s; ++q) off[static_cast<size_t>((c * s.r + r) * s.s + q)] = c * plane + r * Wp + q;
+
+  const int64_t maxnt = kDirectMaxTile[nv - 1];
+  const int64_t tiles = (T + maxnt - 1) / maxnt, tsz = (T + tiles - 1) / tiles;
+  const int nt = threads_for(2 * N * K * P * T, N);
+  const int64_t per = KB * T * L;  // one thread's partial
+  float* parts = part.reserve(nt * per);
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+    const int64_t n0 = N * tid / team, n1 = N * (tid + 1) / team;
+    float* mine = parts + tid * per;
+    if (tid == 0 && team < nt) std::fill(parts + team * per, parts + nt * per, 0.f);  // never ran
+    for (int64_t kb = 0; kb < KB; ++kb) {
+      for (int64_t t0 = 0; t0 < T; t0 += tsz) {
+        const int64_t tw = std::min(tsz, T - t0);
+        direct_dw_ukr_avx512(nv, static_cast<int>(tw))(
+            xin + n0 * s.c * plane, s.c * plane, Wp, off.data() + t0, dyt + n0 * P * Kp + kb * L,
+            Kp, P * Kp, n1 - n0, s.oh, s.ow, mine + (kb * T + t0) * L);
+      }
+    }
+  }
+  const int rt = threads_for(nt * K * T, K);
+#pragma omp parallel for num_threads(rt) schedule(static)
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t kb = k / L, l = k % L;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t e = (kb * T + t) * L + l;
+      float acc = parts[e];
+      for (int i = 1; i < nt; ++i) acc += parts[i * per + e];
+      dw[k * T + t] = acc;
+    }
+  }
+}
+
+}  // namespace lf

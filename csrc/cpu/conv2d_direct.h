@@ -1,0 +1,43 @@
+// Direct (im2col-free) float32 convolution for stride 1 and dilation 1, NCHW, on the
+// AVX-512 path: the register tile is NP output pixels of one row x 16*NV output channels,
+// the input is broadcast from memory and the packed weights give one vector per channel
+// block, so nothing is copied per tap and no tile lanes are wasted on odd widths (11, 13).
+//   forward : y  = x (*) W               (needs C*R*S taps per output)
+//   dx      : dx = pad(dy) (*) rot180(W)^T  (the same kernel with C and K swapped)
+//   dW      : dW[k, c, r, s] = sum_{n, p} dy[n, k, p] * x[n, c, p + (r, s)], vectorised over k
+// The microkernels (conv2d_direct_avx512.cpp) use intrinsics only; packing, padding,
+// threading and the transposed stores live in conv2d_direct.cpp on the baseline ISA.
+#pragma once
+#include <cstdint>
+
+#include "shapes.h"
+
+namespace lf {
+
+// out[p*L + l] = sum_{c<C, r<R, s<S} x[c*xcs + r*xrs + s + p] * w[c*wcs + (r*S + s)*L + l],
+// L = 16*NV, for p < NP (R may be a sub-range of the kernel rows: wcs keeps the full stride).
+using DirectFwdUkr = void (*)(const float* x, int64_t xcs, int64_t xrs, int64_t C, int64_t R,
+                              int64_t S, const float* w, int64_t wcs, float* out);
+// out[t*L + l] = sum_{n<nimg, i<OH, j<OW} x[n*xns + off[t] + i*xrs + j] * d[n*dns + (i*OW + j)*ldd + l]
+// for t < NT, L = 16*NV.
+using DirectDwUkr = void (*)(const float* x, int64_t xns, int64_t xrs, const int64_t* off,
+                             const float* d, int64_t ldd, int64_t dns, int64_t nimg, int64_t OH,
+                             int64_t OW, float* out);
+
+constexpr int kDirectMaxNV = 4;
+// Largest pixel (forward) / tap (dW) tile for NV vectors: at most 28 accumulators.
+constexpr int kDirectMaxTile[kDirectMaxNV] = {12, 14, 8, 6};
+DirectFwdUkr direct_fwd_ukr_avx512(int nv, int np);
+DirectDwUkr direct_dw_ukr_avx512(int nv, int nt);
+
+// True when the direct kernels run this shape on the current SIMD path (float32 only).
+bool conv2d_direct_forward_applies(const Conv2dShape& s);
+bool conv2d_direct_dx_applies(const Conv2dShape& s);
+bool conv2d_direct_dw_applies(const Conv2dShape& s);
+
+void conv2d_direct_forward(float* y, const float* x, const float* w, const float* b,
+                           const Conv2dShape& s);
+void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+void conv2d_direct_dw(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+
+}  // namespace lf
