@@ -96,6 +96,12 @@ template <typename T> void tanh_forward_cpu(T* y, const T* x, int64_t n);
 // dx = dy * (1 - y^2)
 template <typename T> void tanh_backward_cpu(T* dx, const T* dy, const T* y, int64_t n);
 
+// ---- optimiser updates (in place: p, m, v are read and written) ----
+// Adam, Keras's form: m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2; p -= m / (sqrt(v) + eps) * alpha.
+template <typename T>
+void adam_update_cpu(T* p, T* m, T* v, const T* g, int64_t n, double alpha, double beta1,
+                     double beta2, double eps);
+
 }  // namespace lf
 
 // ---- CUDA launchers (csrc/cuda) ----

@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerforge import losses, optimizers
+from conftest import assert_close
+
+from layerforge import _reference as ref
+from layerforge import losses, ops, optimizers
 from layerforge.callbacks import EarlyStopping
 from layerforge.layers import Dense
 from layerforge.models import Sequential
@@ -40,6 +43,49 @@ def test_adam_matches_keras_rule_and_lr_alias():
         w = w - 0.01 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(v) + 1e-7)
     np.testing.assert_allclose(_run(optimizers.Adam(lr=0.01)), w, rtol=1e-5)
     assert optimizers.Adam().learning_rate == 0.001 and optimizers.SGD().learning_rate == 0.01
+
+
+@pytest.mark.parametrize("n", [0, 1, 37, 102400])
+def test_adam_update_op_matches_oracle(backend, dtype, n):
+    rng = np.random.default_rng(n)
+    p, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    m, v = (rng.standard_normal(n).astype(dtype) * 0.1), np.abs(rng.standard_normal(n)).astype(dtype)
+    g[: n // 3] *= 1e-6  # tiny gradients: sqrt(v) and eps of similar size
+    want = ref.adam_update(p, g, m, v, 3e-3, 0.9, 0.999, 1e-7)
+    ops.adam_update(p, g, m, v, alpha=3e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, backend=backend)
+    for name, got, w in zip("pmv", (p, m, v), want):
+        assert_close(got, w, dtype, name)
+
+
+def test_adam_update_is_bitwise_the_numpy_form(backend):
+    # The fused kernels keep the NumPy expression's operation order and float32 constants.
+    rng = np.random.default_rng(4)
+    p, g, m = (rng.standard_normal(999).astype(np.float32) for _ in range(3))
+    v = np.abs(rng.standard_normal(999)).astype(np.float32)
+    pe, me, ve = p.copy(), m.copy(), v.copy()
+    me *= 0.9
+    me += g * (1.0 - 0.9)
+    ve *= 0.999
+    ve += (g * g) * (1.0 - 0.999)
+    pe -= me / (np.sqrt(ve) + 1e-7) * 2e-3
+    ops.adam_update(p, g, m, v, alpha=2e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, backend=backend)
+    for got, want in ((p, pe), (m, me), (v, ve)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_adam_update_errors():
+    p, g = np.zeros(4, np.float32), np.zeros(4, np.float32)
+    kw = dict(alpha=1e-3)
+    with pytest.raises(ValueError, match="v must have shape"):
+        ops.adam_update(p, g, np.zeros(4, np.float32), np.zeros(5, np.float32), **kw)
+    with pytest.raises(TypeError, match="one dtype"):
+        ops.adam_update(p, g, np.zeros(4, np.float64), np.zeros(4, np.float32), **kw)
+    with pytest.raises(ValueError, match="in place"):
+        ops.adam_update(np.zeros(8, np.float32)[::2], g, np.zeros(4, np.float32), np.zeros(4, np.float32), **kw)
+    with pytest.raises(ValueError, match="beta_1"):
+        ops.adam_update(p, g, np.zeros(4, np.float32), np.zeros(4, np.float32), beta_1=1.0, **kw)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ops.adam_update(np.zeros(4, np.int32), g, np.zeros(4, np.float32), np.zeros(4, np.float32), **kw)
 
 
 def test_optimizer_errors():

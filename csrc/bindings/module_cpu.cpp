@@ -466,6 +466,27 @@ void binary(const char* fn, const char* in2_name, py::object dx_, py::object dy_
   }
 }
 
+// ---- optimiser updates -----------------------------------------------------------------
+
+void adam_update(py::object p_, py::object m_, py::object v_, py::object g_, double alpha,
+                 double beta1, double beta2, double eps) {
+  Call c("adam_update");
+  const DT d = c.float_dtype(c.array(p_, "p"), "p");
+  py::array p = c.check(p_, "p", d, -1, true), m = c.check(m_, "m", d, -1, true);
+  py::array v = c.check(v_, "v", d, -1, true), g = c.check(g_, "g", d, -1, false);
+  c.same_shape(m, "m", p);
+  c.same_shape(v, "v", p);
+  c.same_shape(g, "g", p);
+  const int64_t n = static_cast<int64_t>(p.size());
+  dispatch(d, [&](auto tag) {
+    using T = decltype(tag);
+    T *pp = ptr<T>(p), *mp = ptr<T>(m), *vp = ptr<T>(v);
+    const T* gp = cptr<T>(g);
+    py::gil_scoped_release nogil;
+    lf::adam_update_cpu<T>(pp, mp, vp, gp, n, alpha, beta1, beta2, eps);
+  });
+}
+
 // ---- module info -----------------------------------------------------------------------
 
 py::dict build_info() {
@@ -566,6 +587,9 @@ PYBIND11_MODULE(_C, m) {
     binary("tanh_backward", "y", dx, dy, y, &lf::tanh_backward_cpu<float>,
            &lf::tanh_backward_cpu<double>);
   }, py::arg("dx"), py::arg("dy"), py::arg("y"));
+
+  m.def("adam_update", &adam_update, py::arg("p"), py::arg("m"), py::arg("v"), py::arg("g"),
+        py::arg("alpha"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"));
 
   m.def("build_info", &build_info, "Version, compiler, OpenMP, SIMD paths compiled and in use.");
   m.def("cpu_features", &lf::cpu_features,

@@ -686,3 +686,24 @@ def tanh_forward(y: Array, x: Array) -> None:
 
 def tanh_backward(dx: Array, dy: Array, y: Array) -> None:
     _k_tanh_bwd(dx, dy, y)
+
+
+# ---------------------------------------------------------------------------- optimiser updates
+
+@_jit
+def _k_adam(p, m, v, g, a, b1, c1, b2, c2, e):
+    # Scalars arrive in the arrays' dtype, so float32 stays float32 and matches the NumPy form.
+    for i in range(p.shape[0]):
+        gi = g[i]
+        mi = m[i] * b1 + gi * c1
+        vi = v[i] * b2 + (gi * gi) * c2
+        m[i] = mi
+        v[i] = vi
+        p[i] -= (mi / (np.sqrt(vi) + e)) * a
+
+
+def adam_update(p: Array, m: Array, v: Array, g: Array, alpha: float, beta1: float, beta2: float,
+                eps: float) -> None:
+    t = p.dtype.type
+    _k_adam(p.reshape(-1), m.reshape(-1), v.reshape(-1), g.reshape(-1), t(alpha), t(beta1), t(1.0 - beta1),
+            t(beta2), t(1.0 - beta2), t(eps))

@@ -256,3 +256,12 @@ def tanh(x: Array) -> Array:
 
 def tanh_backward(dy: Array, x: Array) -> Array:
     return np.asarray(dy, np.float64) * (1.0 - tanh(x) ** 2)
+
+
+def adam_update(p: Array, g: Array, m: Array, v: Array, alpha: float, beta_1: float, beta_2: float,
+                epsilon: float) -> tuple[Array, Array, Array]:
+    """(new p, new m, new v) of one Adam step (Keras's form, bias correction in alpha)."""
+    p, g, m, v = (np.asarray(a, np.float64) for a in (p, g, m, v))
+    m = beta_1 * m + (1.0 - beta_1) * g
+    v = beta_2 * v + (1.0 - beta_2) * g * g
+    return p - alpha * m / (np.sqrt(v) + epsilon), m, v

@@ -105,6 +105,7 @@ class Sequential:
         if loss is None:
             raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
         self.optimizer = _optimizers.get(optimizer)
+        self.optimizer.backend = self.backend
         self.loss = _losses.get(loss)
         self.metrics = []
         for m in metrics or []:

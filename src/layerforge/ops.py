@@ -38,6 +38,7 @@ __all__ = [
     "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
     "cross_entropy", "cross_entropy_backward",
     "relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+    "adam_update",
 ]
 
 
@@ -628,3 +629,55 @@ def tanh_backward(
 ) -> Array:
     """dx = dy * (1 - y^2); pass the forward's ``y=`` to skip recomputing it."""
     return _from_output("tanh_backward", "tanh_backward", tanh, dy, x, y, backend, out)
+
+
+# ---------------------------------------------------------------------------- optimiser updates
+
+def _inplace(op: str, name: str, a: Any) -> Any:
+    """An array updated in place: it must already be a writeable C-contiguous float array."""
+    if a is None:
+        raise TypeError(f"{op}: {name} must be an array, got None")
+    try:
+        ns = _device.namespace(a)
+    except TypeError as exc:
+        raise TypeError(f"{op}: {name}: {exc}") from None
+    if ns.dtype(a) not in _FLOATS:
+        raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {ns.dtype(a)}")
+    if not ns.is_contiguous(a):
+        raise ValueError(f"{op}: {name} is updated in place, so it must be a writeable C-contiguous array")
+    return a
+
+
+def adam_update(
+    p: Any, g: Any, m: Any, v: Any, *, alpha: float, beta_1: float = 0.9, beta_2: float = 0.999,
+    epsilon: float = 1e-7, backend: str | None = None,
+) -> None:
+    """One Adam step in place, Keras's form, with the bias correction folded into ``alpha``:
+
+    m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;  p -= m / (sqrt(v) + epsilon) * alpha,
+    alpha = lr * sqrt(1 - b2^t) / (1 - b1^t) at step t.
+
+    p, m, v (any one shape) are updated in place and must be writeable and C-contiguous; g has
+    their shape and dtype. Host arrays run one fused kernel pass; CUDA arrays run the same
+    formula as in-place array operations of their framework.
+    """
+    op = "adam_update"
+    p, m, v = (_inplace(op, n, a) for n, a in (("p", p), ("m", m), ("v", v)))
+    g = _array(op, "g", g)
+    _same_dtype(op, p=p, g=g, m=m, v=v)
+    for name, a in (("g", g), ("m", m), ("v", v)):
+        _expect_shape(op, name, a, tuple(p.shape))
+    for name, c in (("beta_1", beta_1), ("beta_2", beta_2)):
+        if not 0.0 <= float(c) < 1.0:
+            raise ValueError(f"{op}: {name} must be in [0, 1), got {c!r}")
+    alpha, beta_1, beta_2, epsilon = float(alpha), float(beta_1), float(beta_2), float(epsilon)
+    k = _kernels(op, backend, p)
+    if hasattr(k, "adam_update"):
+        k.adam_update(p, m, v, g, alpha, beta_1, beta_2, epsilon)
+        return
+    m *= beta_1
+    m += g * (1.0 - beta_1)
+    v *= beta_2
+    v += (g * g) * (1.0 - beta_2)
+    root = v.sqrt() if _ns(v).name == "torch" else _device.array_module(v).sqrt(v)
+    p -= m / (root + epsilon) * alpha

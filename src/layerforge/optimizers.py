@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import ops
+
 
 class Optimizer:
     def __init__(self, learning_rate: float = 0.001, lr: float | None = None, **kwargs: Any) -> None:
@@ -18,6 +20,8 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: learning_rate must be a positive number, got {rate!r}")
         self.learning_rate = float(rate)
         self.iterations = 0
+        # Kernel backend of the fused updates (None: the default); Sequential.compile sets the model's.
+        self.backend: str | None = None
         self._slots: list[list[np.ndarray]] | None = None
 
     def _make_slots(self, p: np.ndarray) -> list[np.ndarray]:
@@ -81,24 +85,15 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
     def _make_slots(self, p):
-        return [np.zeros_like(p), np.zeros_like(p), np.empty_like(p)]
+        return [np.zeros_like(p), np.zeros_like(p)]
 
     def _update(self, p, g, slots):
-        m, v, tmp = slots
+        m, v = slots
         t = self.iterations
         alpha = self.learning_rate * np.sqrt(1.0 - self.beta_2 ** t) / (1.0 - self.beta_1 ** t)
-        m *= self.beta_1
-        np.multiply(g, 1.0 - self.beta_1, out=tmp)
-        m += tmp
-        v *= self.beta_2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - self.beta_2
-        v += tmp
-        np.sqrt(v, out=tmp)
-        tmp += self.epsilon
-        np.divide(m, tmp, out=tmp)
-        tmp *= alpha
-        p -= tmp
+        # One fused pass per tensor (ops.adam_update), instead of ten array operations.
+        ops.adam_update(p, g, m, v, alpha=alpha, beta_1=self.beta_1, beta_2=self.beta_2,
+                        epsilon=self.epsilon, backend=self.backend)
 
 
 class RMSprop(Optimizer):
