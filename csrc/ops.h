@@ -39,11 +39,15 @@
 namespace lf {
 
 // ---- convolution ----
+// relu: the forward applies relu (x < 0 ? 0 : x) to its output in the same pass.
+// relu_y (may be nullptr): the forward output after that relu; dy is then the gradient with
+// respect to it, and only positions with relu_y > 0 pass it on (the fused relu backward).
 template <typename T>
-void conv2d_forward_cpu(T* y, const T* x, const T* w, const T* b, const Conv2dShape& s);
+void conv2d_forward_cpu(T* y, const T* x, const T* w, const T* b, const Conv2dShape& s,
+                        bool relu);
 template <typename T>
 void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
-                         const Conv2dShape& s);
+                         const Conv2dShape& s, const T* relu_y);
 
 // ---- pooling ----
 // indices may be nullptr (forward without return_indices).

@@ -53,6 +53,35 @@ def test_conv2d_backward_without_dx(backend, c):
         assert_close(db, rdb, np.float32, "db")
 
 
+@pytest.mark.parametrize("c", CONV, ids=[str(c) for c in CONV])
+def test_conv2d_fused_relu(backend, dtype, c):
+    # activation='relu': the forward applies relu in its output pass; the backward takes the
+    # gradient with respect to that output and masks it with y > 0 itself.
+    x, w, b, kw = _case(c, dtype)
+    want_y = ref.relu(ref.conv2d(x, w, b, **kw))
+    y = ops.conv2d(x, w, b, **kw, activation="relu", backend=backend)
+    assert_close(y, want_y, dtype, "y")
+    dy = rand(np.random.default_rng(1), y.shape, dtype)
+    got = ops.conv2d_backward(dy, x, w, b, **kw, activation="relu", y=y, backend=backend)
+    want = ref.conv2d_backward(np.where(y > 0, dy, 0).astype(dtype), x, w, b, **kw)
+    for name, g, r in zip(("dx", "dw", "db"), got, want):
+        if r is not None:
+            assert_close(g, r, dtype, name)
+
+
+def test_conv2d_activation_errors():
+    x, w, b, kw = _case(CONV[2], np.float32)
+    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+        ops.conv2d(x, w, b, activation="tanh")
+    dy = np.zeros(ops.conv2d(x, w, b).shape, np.float32)
+    with pytest.raises(TypeError, match="needs the forward's output y="):
+        ops.conv2d_backward(dy, x, w, b, activation="relu")
+    with pytest.raises(TypeError, match="only used with activation='relu'"):
+        ops.conv2d_backward(dy, x, w, b, y=dy)
+    with pytest.raises(ValueError, match="y must have shape"):
+        ops.conv2d_backward(dy, x, w, b, activation="relu", y=dy[:1])
+
+
 def test_conv2d_backward_overwrites_out(backend):
     x, w, b, kw = _case(CONV[2], np.float32)
     dy = rand(np.random.default_rng(1), ops.conv2d(x, w, b, **kw, backend=backend).shape, np.float32)

@@ -137,7 +137,7 @@ int64_t dim(const py::array& a, int i) { return static_cast<int64_t>(a.shape(i))
 // ---- convolution -----------------------------------------------------------------------
 
 void conv2d_forward(py::object y_, py::object x_, py::object w_, py::object b_, int64_t sh,
-                    int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+                    int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, bool relu) {
   Call c("conv2d_forward");
   const DT d = c.float_dtype(c.array(x_, "x"), "x");
   py::array x = c.check(x_, "x", d, 4, false), w = c.check(w_, "w", d, 4, false);
@@ -156,13 +156,13 @@ void conv2d_forward(py::object y_, py::object x_, py::object w_, py::object b_, 
     T* yp = ptr<T>(y);
     const T *xp = cptr<T>(x), *wp = cptr<T>(w), *bp = cptr<T>(b);
     py::gil_scoped_release nogil;
-    lf::conv2d_forward_cpu<T>(yp, xp, wp, bp, s);
+    lf::conv2d_forward_cpu<T>(yp, xp, wp, bp, s, relu);
   });
 }
 
 void conv2d_backward(py::object dx_, py::object dw_, py::object db_, py::object dy_,
                      py::object x_, py::object w_, int64_t sh, int64_t sw, int64_t ph,
-                     int64_t pw, int64_t dh, int64_t dw) {
+                     int64_t pw, int64_t dh, int64_t dw, py::object relu_y_) {
   Call c("conv2d_backward");
   const DT d = c.float_dtype(c.array(dy_, "dy"), "dy");
   py::array dy = c.check(dy_, "dy", d, 4, false), x = c.check(x_, "x", d, 4, false);
@@ -178,14 +178,16 @@ void conv2d_backward(py::object dx_, py::object dw_, py::object db_, py::object 
   if (gx) c.same_shape(gx, "dx", x);
   if (gw) c.same_shape(gw, "dw", w);
   if (gb) c.shape(gb, "db", {K});
+  py::array ry = c.optional(relu_y_, "relu_y", d, 4, false);
+  if (ry) c.same_shape(ry, "relu_y", dy);
   const lf::Conv2dShape s{N, C, dim(x, 2), dim(x, 3), K, dim(w, 2), dim(w, 3),
                           dim(dy, 2), dim(dy, 3), sh, sw, ph, pw, dh, dw};
   dispatch(d, [&](auto tag) {
     using T = decltype(tag);
     T *gxp = ptr<T>(gx), *gwp = ptr<T>(gw), *gbp = ptr<T>(gb);
-    const T *dyp = cptr<T>(dy), *xp = cptr<T>(x), *wp = cptr<T>(w);
+    const T *dyp = cptr<T>(dy), *xp = cptr<T>(x), *wp = cptr<T>(w), *ryp = cptr<T>(ry);
     py::gil_scoped_release nogil;
-    lf::conv2d_backward_cpu<T>(gxp, gwp, gbp, dyp, xp, wp, s);
+    lf::conv2d_backward_cpu<T>(gxp, gwp, gbp, dyp, xp, wp, s, ryp);
   });
 }
 
@@ -526,10 +528,11 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("conv2d_forward", &conv2d_forward, py::arg("y"), py::arg("x"), py::arg("w"),
         py::arg("b").none(true), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
-        py::arg("dh"), py::arg("dw"));
+        py::arg("dh"), py::arg("dw"), py::arg("relu") = false);
   m.def("conv2d_backward", &conv2d_backward, py::arg("dx").none(true), py::arg("dw").none(true),
         py::arg("db").none(true), py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("sh"),
-        py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw_"));
+        py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw_"),
+        py::arg("relu_y").none(true) = py::none());
   m.def("max_pool2d_forward", &max_pool2d_forward, py::arg("y"), py::arg("indices").none(true),
         py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
         py::arg("pw"));

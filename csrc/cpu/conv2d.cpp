@@ -160,11 +160,12 @@ bool is_pointwise(const Conv2dShape& s) {
 }  // namespace
 
 template <typename T>
-void conv2d_forward_cpu(T* y, const T* x, const T* w, const T* b, const Conv2dShape& s) {
+void conv2d_forward_cpu(T* y, const T* x, const T* w, const T* b, const Conv2dShape& s,
+                        bool relu) {
   const int64_t N = s.n, K = s.k, P = s.ohw(), CRS = s.crs(), HW = s.hw(), CHW = s.c * HW;
   if (N == 0 || K == 0 || P == 0) return;
   if constexpr (std::is_same_v<T, float>) {
-    if (conv2d_direct_forward_applies(s)) return conv2d_direct_forward(y, x, w, b, s);
+    if (conv2d_direct_forward_applies(s)) return conv2d_direct_forward(y, x, w, b, s, relu);
   }
   const GemmUkernel<T>& uk = gemm_ukernel<T>();
   const bool pointwise = is_pointwise(s);
@@ -195,15 +196,31 @@ void conv2d_forward_cpu(T* y, const T* x, const T* w, const T* b, const Conv2dSh
         B = GemmOperand<T>::strided(colp.data(), P, 1);
       }
       gemm(uk, K, P, CRS, A, B, yn, P, b != nullptr, ws);
+      if (relu) {  // while this image's output is still in cache
+        for (int64_t i = 0; i < K * P; ++i) yn[i] = yn[i] < T(0) ? T(0) : yn[i];
+      }
     }
   }
 }
 
 template <typename T>
 void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
-                         const Conv2dShape& s) {
+                         const Conv2dShape& s, const T* relu_y) {
   const int64_t N = s.n, K = s.k, P = s.ohw(), CRS = s.crs(), HW = s.hw(), CHW = s.c * HW;
   const int64_t KCRS = K * CRS;
+
+  AlignedBuffer<T> masked;
+  if (relu_y) {  // the fused relu backward: everything below reads the masked gradient
+    const int64_t n = N * K * P;
+    T* da = masked.reserve(n);
+    const int nt = threads_for(n, n);
+#pragma omp parallel for simd num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      const T d = dy[i];  // unconditional load: a branch-free select (see activation.cpp)
+      da[i] = relu_y[i] > T(0) ? d : T(0);
+    }
+    dy = da;
+  }
 
   if (db) {
     // One k per iteration, summed over n then p in a fixed order: deterministic for any
@@ -325,12 +342,13 @@ void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
 }
 
 template void conv2d_forward_cpu<float>(float*, const float*, const float*, const float*,
-                                        const Conv2dShape&);
+                                        const Conv2dShape&, bool);
 template void conv2d_forward_cpu<double>(double*, const double*, const double*, const double*,
-                                         const Conv2dShape&);
+                                         const Conv2dShape&, bool);
 template void conv2d_backward_cpu<float>(float*, float*, float*, const float*, const float*,
-                                         const float*, const Conv2dShape&);
+                                         const float*, const Conv2dShape&, const float*);
 template void conv2d_backward_cpu<double>(double*, double*, double*, const double*,
-                                          const double*, const double*, const Conv2dShape&);
+                                          const double*, const double*, const Conv2dShape&,
+                                          const double*);
 
 }  // namespace lf

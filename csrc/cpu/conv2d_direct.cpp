@@ -76,7 +76,7 @@ float* pack_weights(AlignedBuffer<float>& buf, int64_t KO, int64_t CI, int64_t R
 // (dy padded by R - 1 on both sides) saves about a sixth of the work.
 void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, int64_t Wp,
                  int64_t KO, int64_t R, int64_t S, int64_t OH, int64_t OW, const float* wpk,
-                 int nv, const float* bias, int64_t z0, int64_t z1) {
+                 int nv, const float* bias, int64_t z0, int64_t z1, bool relu) {
   const int64_t L = 16 * nv, KB = (KO + L - 1) / L, block = CI * R * S * L;
   // Row tiles of equal width (11 -> 6 + 5, 13 -> 7 + 6), each at most the register tile.
   const int64_t maxnp = kDirectMaxTile[nv - 1];
@@ -106,7 +106,14 @@ void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, 
         for (int64_t l = 0; l < kn; ++l) {
           const float bv = bias ? bias[k0 + l] : 0.f;
           float* dst = yr + l * OH * OW + ow0;
-          for (int64_t p = 0; p < w; ++p) dst[p] = out[p * L + l] + bv;
+          if (relu) {
+            for (int64_t p = 0; p < w; ++p) {
+              const float v = out[p * L + l] + bv;
+              dst[p] = v < 0.f ? 0.f : v;
+            }
+          } else {
+            for (int64_t p = 0; p < w; ++p) dst[p] = out[p * L + l] + bv;
+          }
         }
       }
     }
@@ -128,7 +135,7 @@ bool conv2d_direct_dx_applies(const Conv2dShape& s) {
 bool conv2d_direct_dw_applies(const Conv2dShape& s) { return direct_common(s) && s.k >= 16; }
 
 void conv2d_direct_forward(float* y, const float* x, const float* w, const float* b,
-                           const Conv2dShape& s) {
+                           const Conv2dShape& s, bool relu) {
   const int64_t Hp = s.oh + s.r - 1, Wp = s.ow + s.s - 1;
   AlignedBuffer<float> xbuf, wbuf;
   const float* xin = pad_planes(xbuf, x, s.n * s.c, s.h, s.w, Hp, Wp, s.ph, s.pw);
@@ -136,7 +143,8 @@ void conv2d_direct_forward(float* y, const float* x, const float* w, const float
   const float* wpk = pack_weights(wbuf, s.k, s.c, s.r, s.s, nv, [&](int64_t k, int64_t c, int64_t r, int64_t q) {
     return w[((k * s.c + c) * s.r + r) * s.s + q];
   });
-  direct_corr(y, xin, s.n, s.c, Hp, Wp, s.k, s.r, s.s, s.oh, s.ow, wpk, nv, b, s.ph, s.ph + s.h);
+  direct_corr(y, xin, s.n, s.c, Hp, Wp, s.k, s.r, s.s, s.oh, s.ow, wpk, nv, b, s.ph, s.ph + s.h,
+              relu);
 }
 
 void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
@@ -150,7 +158,7 @@ void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dSh
     return w[((k * s.c + c) * s.r + (s.r - 1 - r)) * s.s + (s.s - 1 - q)];
   });
   direct_corr(dx, din, s.n, s.k, Hp, Wp, s.c, s.r, s.s, s.h, s.w, wpk, nv, nullptr,
-              s.r - 1 - s.ph, s.r - 1 - s.ph + s.oh);
+              s.r - 1 - s.ph, s.r - 1 - s.ph + s.oh, false);
 }
 
 void conv2d_direct_dw(float* dw, const float* dy, const float* x, const Conv2dShape& s) {

@@ -36,7 +36,7 @@ bool conv2d_direct_dx_applies(const Conv2dShape& s);
 bool conv2d_direct_dw_applies(const Conv2dShape& s);
 
 void conv2d_direct_forward(float* y, const float* x, const float* w, const float* b,
-                           const Conv2dShape& s);
+                           const Conv2dShape& s, bool relu);
 void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dShape& s);
 void conv2d_direct_dw(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 

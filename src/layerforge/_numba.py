@@ -191,7 +191,7 @@ def _chunk_images(n: int, col_rows: int, ohw: int, itemsize: int) -> int:
 
 def conv2d_forward(
     y: Array, x: Array, w: Array, b: Array | None,
-    sh: int, sw: int, ph: int, pw: int, dh: int, dw: int,
+    sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, relu: bool = False,
 ) -> None:
     n = x.shape[0]
     k_out, c_in, r, s = w.shape
@@ -211,12 +211,19 @@ def conv2d_forward(
         _k_im2col(col, x, n0, r, s, sh, sw, ph, pw, dh, dw, oh, ow)
         np.dot(w2, col.reshape(crs, nc * ohw), out=tmp.reshape(k_out, nc * ohw))
         _k_unchunk_bias(y3, tmp, bias, n0)
+    if relu:
+        flat = y.reshape(-1)
+        _k_relu_fwd(flat, flat)  # elementwise, so in place is safe
 
 
 def conv2d_backward(
     dx: Array | None, dwt: Array | None, db: Array | None, dy: Array, x: Array, w: Array,
-    sh: int, sw: int, ph: int, pw: int, dh: int, dw: int,
+    sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, relu_y: Array | None = None,
 ) -> None:
+    if relu_y is not None:
+        da = np.empty_like(dy)
+        _k_relu_bwd(da.reshape(-1), dy.reshape(-1), relu_y.reshape(-1))
+        dy = da
     n = x.shape[0]
     k_out, c_in, r, s = w.shape
     oh, ow = dy.shape[2], dy.shape[3]

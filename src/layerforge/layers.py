@@ -202,19 +202,21 @@ class Conv2D(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False, logits: bool = False) -> np.ndarray:
         xin, pad = self._geometry(x)
+        # relu runs fused into the convolution (its output pass and its backward).
+        fused = "relu" if self.activation == "relu" and not logits else None
         a = ops.conv2d(xin, self.kernel, self.bias, stride=self.strides, padding=pad,
-                       dilation=self.dilation_rate, backend=self.backend)
-        y = self._act_forward(a, logits)
+                       dilation=self.dilation_rate, activation=fused, backend=self.backend)
+        y = a if fused else self._act_forward(a, logits)
         if training:
-            self._saved = (x, xin, pad, y)
+            self._saved = (x, xin, pad, y, fused)
         return y
 
     def backward(self, dy: np.ndarray, logits: bool = False) -> np.ndarray:
-        x, xin, pad, y = self._saved
-        da = self._act_backward(dy, y, logits)
+        x, xin, pad, y, fused = self._saved
+        da = dy if fused else self._act_backward(dy, y, logits)
         dx, dw, db = ops.conv2d_backward(da, xin, self.kernel, self.bias, stride=self.strides, padding=pad,
                                          dilation=self.dilation_rate, need_dx=self.input_grad,
-                                         backend=self.backend)
+                                         activation=fused, y=y if fused else None, backend=self.backend)
         self.grads = [dw] + ([db] if self.use_bias else [])
         if dx is not None and xin is not x:
             pt, _, pl, _ = self._pads(x.shape[2], x.shape[3])

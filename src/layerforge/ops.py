@@ -213,40 +213,73 @@ def _conv_inputs(op: str, x: Any, w: Any, b: Any):
     return x, w, b, dt
 
 
+def _conv_activation(op: str, activation: Any) -> bool:
+    """True for the fused relu; None means no activation."""
+    if activation is None:
+        return False
+    if activation != "relu":
+        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+    return True
+
+
 def conv2d(
     x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-    *, backend: str | None = None, out: Array | None = None,
+    *, activation: str | None = None, backend: str | None = None, out: Array | None = None,
 ) -> Array:
     """2-D cross-correlation. x (N, C, H, W), w (K, C, R, S), b (K,) -> (N, K, OH, OW).
 
     padding: int, (ph, pw), 'valid' or 'same' (stride 1; the odd extra row/column of an even
     kernel goes bottom/right, as in PyTorch).
+    activation: None, or 'relu' applied to the output in the same pass (host backends; on a
+    CUDA device it runs as a second kernel).
     """
     op = "conv2d"
+    relu = _conv_activation(op, activation)
     x, w, b, dt = _conv_inputs(op, x, w, b)
     sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x.shape, w.shape, stride, padding, dilation)
     k = _kernels(op, backend, x)
     y = _output(op, out, (x.shape[0], w.shape[0], oh, ow), dt, x)
-    if _size(y):
-        k.conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw)
+    if not _size(y):
+        return y
+    if relu and _ns(x).is_device:  # the CUDA kernels have no fused epilogue
+        a = _ns(x).empty(tuple(y.shape), dt, x)
+        k.conv2d_forward(a, x, w, b, sh, sw, pt, pl, dh, dw)
+        k.relu_forward(y, a)
+    else:
+        k.conv2d_forward(y, x, w, b, sh, sw, pt, pl, dh, dw, *((True,) if relu else ()))
     return y
 
 
 def conv2d_backward(
     dy: Any, x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-    *, need_dx: bool = True, backend: str | None = None, out: Sequence[Array | None] | None = None,
+    *, need_dx: bool = True, activation: str | None = None, y: Any = None,
+    backend: str | None = None, out: Sequence[Array | None] | None = None,
 ) -> tuple[Array | None, Array, Array | None]:
     """Gradients (dx (N,C,H,W), dw (K,C,R,S), db (K,) or None) of conv2d for dy (N,K,OH,OW).
 
     ``need_dx=False`` skips the input gradient (a network's first layer) and returns None for it.
+    ``activation='relu'`` with the forward's output ``y=`` (after the relu): dy is the gradient
+    with respect to y, and the relu backward runs fused into the convolution's.
     """
     op = "conv2d_backward"
+    relu = _conv_activation(op, activation)
     x, w, b, dt = _conv_inputs(op, x, w, b)
     dy = _array(op, "dy", dy, 4)
     _same_dtype(op, x=x, dy=dy)
     sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x.shape, w.shape, stride, padding, dilation)
     _expect_shape(op, "dy", dy, (x.shape[0], w.shape[0], oh, ow))
+    if relu:
+        if y is None:
+            raise TypeError(f"{op}: activation='relu' needs the forward's output y=")
+        y = _array(op, "y", y, 4)
+        _same_dtype(op, x=x, y=y)
+        _expect_shape(op, "y", y, tuple(dy.shape))
+    elif y is not None:
+        raise TypeError(f"{op}: y= is only used with activation='relu'")
     k = _kernels(op, backend, x)
+    if relu and _ns(x).is_device:  # the CUDA kernels have no fused epilogue
+        dy = relu_backward(dy, y, backend=backend)
+        relu = False
     o = _outs(op, out, 3)
     dx = _output(op, o[0], x.shape, dt, x, "out[0]") if need_dx else None
     dwt = _output(op, o[1], w.shape, dt, x, "out[1]")
@@ -254,7 +287,7 @@ def conv2d_backward(
     if _size(dy) == 0 or _size(x) == 0:
         _zero(dx, dwt, db)
     else:
-        k.conv2d_backward(dx, dwt, db, dy, x, w, sh, sw, pt, pl, dh, dw)
+        k.conv2d_backward(dx, dwt, db, dy, x, w, sh, sw, pt, pl, dh, dw, *((y,) if relu else ()))
     return dx, dwt, db
 
 
