@@ -584,8 +584,8 @@ def _check_batches(batches: Sequence[int]) -> None:
 
 # ---------------------------------------------------------------------------- timing
 
-def measure(fns: dict[str, Fn], repeats: int, min_time: float = 1e-3) -> dict[str, float]:
-    """Median seconds per call of each fn over ``repeats`` samples.
+def measure_samples(fns: dict[str, Fn], repeats: int, min_time: float = 1e-3) -> dict[str, list[float]]:
+    """Seconds per call of each fn, ``repeats`` samples each.
 
     Each fn is called twice first (JIT compilation, allocator, caches), then each sample runs
     it enough times back to back to last at least ``min_time`` seconds. Samples of the
@@ -608,7 +608,23 @@ def measure(fns: dict[str, Fn], repeats: int, min_time: float = 1e-3) -> dict[st
             for _ in range(reps):
                 f()
             samples[k].append((time.perf_counter() - t0) / reps)
-    return {k: float(np.median(v)) for k, v in samples.items()}
+    return samples
+
+
+def measure(fns: dict[str, Fn], repeats: int, min_time: float = 1e-3) -> dict[str, float]:
+    """Median seconds per call of each fn (see ``measure_samples``)."""
+    return {k: float(np.median(v)) for k, v in measure_samples(fns, repeats, min_time).items()}
+
+
+NOISY_SPREAD = 0.25  # interquartile range / median above which a row is flagged as noisy
+
+
+def spread(samples: Sequence[float]) -> float:
+    """Interquartile range over the median of timing samples (0 for fewer than 4 samples)."""
+    if len(samples) < 4:
+        return 0.0
+    q1, med, q3 = np.percentile(samples, [25, 50, 75])
+    return float((q3 - q1) / med) if med > 0 else 0.0
 
 
 @dataclass
@@ -625,6 +641,7 @@ class Row:
     ours_ms: float
     torch_ms: dict[str, float]
     peak: float | None  # the rate 100% stands for: FMA GFLOP/s or memcpy GB/s (None: not measured)
+    spread: float = 0.0  # the largest interquartile range / median among the row's timings
 
     @property
     def torch_best(self) -> tuple[str, float] | None:
@@ -658,7 +675,7 @@ class Row:
             "torch_ms": dict(self.torch_ms), "torch_best": best[0] if best else None,
             "torch_best_ms": best[1] if best else None, "ratio": self.ratio,
             "peak": self.peak, "peak_kind": "fma" if self.bound == "compute" else "memcpy",
-            "peak_fraction": self.peak_fraction,
+            "peak_fraction": self.peak_fraction, "spread": self.spread,
         }
 
 
@@ -749,7 +766,8 @@ def run(batches: Sequence[int] = (32,), op_names: Sequence[str] | None = None, t
             fns = {"ours": make(be)}
             if torch is not None:
                 fns.update({impl: make(impl) for impl in case.torch_impls})
-            t = measure(fns, repeats, min_time)
+            samples = measure_samples(fns, repeats, min_time)
+            t = {k: float(np.median(v)) for k, v in samples.items()}
             if case.bound == "compute":
                 peak = fma
             else:
@@ -758,7 +776,8 @@ def run(batches: Sequence[int] = (32,), op_names: Sequence[str] | None = None, t
                     copies[half] = copy_bandwidth_gbs(threads, half)
                 peak = copies[half]
             rows.append(Row(case.op, case.direction, case.shape, case.batch, case.bound, case.work, case.label,
-                            t.pop("ours") * 1e3, {k: v * 1e3 for k, v in t.items()}, peak))
+                            t.pop("ours") * 1e3, {k: v * 1e3 for k, v in t.items()}, peak,
+                            max(spread(v) for v in samples.values())))
         bar.close()
     return Result(rows, be, simd, threads, repeats, getattr(torch, "__version__", None), note, fma, copy, copy_bytes)
 
@@ -784,10 +803,14 @@ def format_table(result: Result) -> str:
     else:
         lines.append("peaks not measured: they need the compiled module layerforge._C")
     table = [COLUMNS]
+    noisy = False
     for r in result.rows:
         best = r.torch_best
         theirs = "-" if best is None else f"{best[1]:.3f}" + (" cl" if best[0] == "torch-cl" else "")
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
+        if r.spread > NOISY_SPREAD:
+            ratio += " *"
+            noisy = True
         frac = r.peak_fraction
         pk = "-" if frac is None else f"{100 * frac:.0f}% " + ("FMA" if r.bound == "compute" else "BW")
         table.append((r.label, r.shape, f"{r.ours_ms:.3f}", theirs, ratio, pk))
@@ -804,6 +827,9 @@ def format_table(result: Result) -> str:
         lines.append("ratio = PyTorch's best layout (cl: channels_last) / ours; > 1 means layerforge is faster.")
     lines.append("% of peak: FMA = ours in GFLOP/s / the measured FMA peak; BW = ours in GB/s (read + written) / "
                  "a memcpy of the same bytes with the same threads.")
+    if noisy:
+        lines.append(f"*: the timings of this row varied by more than {100 * NOISY_SPREAD:.0f}% (interquartile range / "
+                     "median): the machine was busy; rerun on a quiet machine before trusting it.")
     return "\n".join(lines)
 
 
