@@ -1,5 +1,11 @@
-"""Turn a pytest-benchmark JSON file into the README's table: median time and GFLOP/s of each
-implementation per group, and the speed ratio of the C++ backend to PyTorch's best layout.
+"""Turn a benchmark JSON file into the README's Markdown table.
+
+Reads either kind:
+- pytest-benchmark's (``pytest benchmarks --benchmark-json=F``): one row per group (op, shape,
+  direction), each implementation's median in ms with its rate (GFLOP/s or GB/s), and the
+  ratio of PyTorch's best layout to the C++ backend (> 1: layerforge faster);
+- ``layerforge bench --json F``: one row per case with ours, PyTorch's best, the ratio and the
+  fraction of the measured peak.
 
 Usage: python3 benchmarks/report.py BENCH.json
 """
@@ -8,24 +14,93 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
+from typing import Any
 
-IMPLS = ["cpp", "numba", "torch", "torch-cl"]
+ORDER = ["cpp", "numba", "torch", "torch-cl"]
+
+
+def _impl_order(impls: set[str]) -> list[str]:
+    """cpp, cpp:<simd paths> (highest first), numba, torch, torch-cl, then anything else."""
+    simd = sorted((i for i in impls if i.startswith("cpp:")), key=lambda i: ["avx512", "avx2", "scalar"].index(
+        i[4:]) if i[4:] in ("avx512", "avx2", "scalar") else 9)
+    known = [i for i in ORDER if i in impls]
+    return known[:1] + simd + known[1:] + sorted(impls - set(known) - set(simd))
+
+
+def _rate(b: dict[str, Any]) -> float | None:
+    info = b.get("extra_info", {})
+    if "rate" in info:
+        return info["rate"]
+    if "work" in info and b.get("stats", {}).get("median"):
+        return info["work"] / b["stats"]["median"] / 1e9
+    return info.get("gflops")  # files written before the rates had units
+
+
+def pytest_benchmark_table(data: dict[str, Any]) -> list[str]:
+    groups: dict[str, dict[str, dict[str, Any]]] = {}
+    for b in data["benchmarks"]:
+        impl = b.get("extra_info", {}).get("impl") or b.get("params", {}).get("impl")
+        groups.setdefault(b["group"], {})[impl] = b
+    impls = _impl_order({i for g in groups.values() for i in g})
+    lines = ["| op | shape | dir | unit | " + " | ".join(f"{i} ms (rate)" for i in impls) + " | torch best / cpp |",
+             "|---" * (len(impls) + 5) + "|"]
+    for group in sorted(groups, key=_group_key(groups)):
+        g = groups[group]
+        info = next(iter(g.values())).get("extra_info", {})
+        cells = []
+        for i in impls:
+            if i in g and g[i].get("stats"):
+                rate = _rate(g[i])
+                cells.append(f"{g[i]['stats']['median'] * 1e3:.3f}" + (f" ({rate:.0f})" if rate is not None else ""))
+            else:
+                cells.append("-")
+        torch = [g[i]["stats"]["median"] for i in ("torch", "torch-cl") if i in g and g[i].get("stats")]
+        ratio = f"{min(torch) / g['cpp']['stats']['median']:.2f}x" if torch and "cpp" in g else "-"
+        op = info.get("op", group)
+        shape = info.get("shape", "")
+        direction = info.get("direction", "")
+        lines.append(f"| {op} | {shape} | {direction} | {info.get('unit', 'GFLOP/s')} | " + " | ".join(cells)
+                     + f" | {ratio} |")
+    return lines
+
+
+def _group_key(groups: dict[str, dict[str, dict[str, Any]]]):
+    def key(group: str) -> tuple:
+        info = next(iter(groups[group].values())).get("extra_info", {})
+        return (info.get("batch", 0), info.get("op", group), info.get("shape", ""), info.get("direction", ""))
+    return key
+
+
+def bench_cli_table(data: dict[str, Any]) -> list[str]:
+    head = (f"| op | shape | ours ({data.get('backend', 'cpp')}) ms (rate) | PyTorch ms | PyTorch best / ours "
+            "| % of peak |")
+    lines = [head, "|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        theirs = "-" if r.get("torch_best_ms") is None else (
+            f"{r['torch_best_ms']:.3f}" + (" (cl)" if r.get("torch_best") == "torch-cl" else ""))
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}x"
+        frac = r.get("peak_fraction")
+        kind = "FMA" if r.get("peak_kind") == "fma" else "BW"
+        peak = "-" if frac is None else f"{100 * frac:.0f}% {kind}"
+        lines.append(f"| {r['op']} {r['direction']} | {r['shape']} | {r['ours_ms']:.3f} ({r['ours_rate']:.0f} "
+                     f"{r['unit']}) | {theirs} | {ratio} | {peak} |")
+    return lines
 
 
 def main(path: str) -> None:
-    rows: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
-    for b in json.load(open(path))["benchmarks"]:
-        rows[b["group"]][b["params"]["impl"]] = (b["stats"]["median"] * 1e3, b["extra_info"]["gflops"])
-    print("| op, shape | " + " | ".join(f"{i} ms (GFLOP/s)" for i in IMPLS) + " | torch best / cpp |")
-    print("|---" * (len(IMPLS) + 2) + "|")
-    for group in sorted(rows):
-        r = rows[group]
-        cells = [f"{r[i][0]:.3f} ({r[i][1]:.0f})" if i in r else "-" for i in IMPLS]
-        torch_best = min((r[i][0] for i in ("torch", "torch-cl") if i in r), default=None)
-        ratio = f"{torch_best / r['cpp'][0]:.2f}x" if torch_best and "cpp" in r else "-"
-        print(f"| {group} | " + " | ".join(cells) + f" | {ratio} |")
+    with open(path) as f:
+        data = json.load(f)
+    if "benchmarks" in data:
+        lines = pytest_benchmark_table(data)
+    elif "rows" in data:
+        lines = bench_cli_table(data)
+    else:
+        raise SystemExit(f"{path}: neither a pytest-benchmark JSON ('benchmarks') nor a `layerforge bench --json` "
+                         "file ('rows')")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python3 benchmarks/report.py BENCH.json")
     main(sys.argv[1])

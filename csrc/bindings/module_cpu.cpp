@@ -19,6 +19,7 @@
 
 #include "check.h"
 #include "cpu/gemm.h"
+#include "cpu/peak.h"
 #include "cpu/simd.h"
 #include "ops.h"
 
@@ -625,6 +626,20 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("name"),
         "Testing and benchmark hook: 'im2col' forces im2col + GEMM for every convolution "
         "(also LAYERFORGE_CONV=im2col); 'auto' is the default.");
+  m.def("fma_peak_gflops", [](int threads) {
+    if (threads == 0) threads = lf::num_threads();
+    py::gil_scoped_release nogil;
+    return lf::fma_peak_gflops(threads);
+  }, py::arg("threads") = 0,
+        "Measured float32 FMA peak in GFLOP/s of `threads` threads (0: the kernels' thread "
+        "count) on the SIMD path in force; best of 5 trials of about 20 ms.");
+  m.def("copy_bandwidth_gbs", [](int threads, int64_t nbytes) {
+    if (threads == 0) threads = lf::num_threads();
+    py::gil_scoped_release nogil;
+    return lf::copy_bandwidth_gbs(threads, nbytes);
+  }, py::arg("threads") = 0, py::arg("nbytes") = int64_t{64} << 20,
+        "Measured GB/s (bytes read + written) of a memcpy of `nbytes` bytes with up to "
+        "`threads` threads (0: the kernels' thread count); best of 5 trials of about 5 ms.");
   m.def("get_num_threads", &lf::num_threads, "Threads the kernels use.");
   m.def("set_num_threads", [](int n) {
     LF_CHECK(n >= 1, "set_num_threads: expected n >= 1, got " << n);

@@ -1,5 +1,6 @@
 """The `layerforge` command: `train` (the documents' CNN or RNN on Fashion-MNIST), `info` (what
-is built) and `demo` (one CNN step through the ops on every backend, checked against the oracle).
+is built), `demo` (one CNN step through the ops on every backend, checked against the oracle)
+and `bench` (layerforge's kernels and training steps timed against PyTorch; see bench.py).
 
 `train` uses the full Fashion-MNIST when it is found (see datasets.fashion_mnist.load_data for
 the search order: --data, LAYERFORGE_DATA, /usr/share/datasets/fashion-mnist, the user cache),
@@ -182,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-size", type=int, default=32)
     d.add_argument("--repeats", type=int, default=10)
     d.add_argument("--seed", type=int, default=0)
+    from . import bench
+
+    b = sub.add_parser("bench", help="time every op and the CNN/RNN training steps against PyTorch (quick by default)",
+                       description="Time layerforge's ops (forward and backward) and the documents' CNN and RNN "
+                                   "training steps against PyTorch in one process, and print one table.")
+    bench.add_arguments(b)
     return p
 
 
@@ -192,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
 
         info()
         return 0
+    if args.command == "bench":
+        from . import bench
+
+        return bench.main(args)
     if args.command == "train":
         if args.epochs is None:
             args.epochs = 10 if args.model == "cnn" else 5
