@@ -40,6 +40,7 @@ BACKENDS: tuple[str, ...] = ("cpp", "numba", "cuda")
 _MODULES = {"cpp": "layerforge._C", "numba": "layerforge._numba", "cuda": "layerforge._cuda"}
 _loaded: dict[str, ModuleType | None] = {}
 _errors: dict[str, str] = {}
+_resolved: dict[tuple[Any, str | None], tuple[str, ModuleType]] = {}
 
 
 def load(name: str) -> ModuleType | None:
@@ -89,6 +90,13 @@ def resolve(backend: str | None, device: bool = False, where: str = "backend") -
     ``device``: the call's arrays live on a CUDA device, so only the CUDA backend can run it;
     its kernels come wrapped by _device.cuda_kernels (same interface as _C).
     """
+    key = None
+    if not device and (backend is None or type(backend) is str):
+        # The host path of every op call: cached per (backend, LAYERFORGE_BACKEND).
+        key = (backend, os.environ.get("LAYERFORGE_BACKEND"))
+        hit = _resolved.get(key)
+        if hit is not None:
+            return hit
     if backend is not None and not isinstance(backend, str):
         raise TypeError(f"{where}: backend must be a str such as 'cpp' or 'numba', got {type(backend).__name__}")
     asked = None if backend is None or backend == "auto" else _check_name(backend.lower(), f"{where}: backend")
@@ -112,4 +120,6 @@ def resolve(backend: str | None, device: bool = False, where: str = "backend") -
     mod = load(name)
     if mod is None:
         raise RuntimeError(f"{where}: backend {name!r} is not available here: {_errors.get(name)}")
+    if key is not None:
+        _resolved[key] = (name, mod)
     return name, mod

@@ -47,6 +47,8 @@ __all__ = [
 def _array(op: str, name: str, a: Any, ndim: int | tuple[int, ...] | None = None) -> Any:
     """A C-contiguous float32/float64 array of a's kind (NumPy on the host, or a CUDA array),
     or a TypeError/ValueError naming op and argument."""
+    if type(a) is np.ndarray and a.dtype in _FLOATS and a.flags.c_contiguous and (ndim is None or a.ndim == ndim):
+        return a  # the common case, checked with no further calls (per-op overhead matters)
     if a is None:
         raise TypeError(f"{op}: {name} must be an array, got None")
     try:
@@ -82,6 +84,8 @@ def _same_dtype(op: str, **arrays: Any) -> np.dtype:
     """The one dtype of the call's arrays, which must also share one kind and one device."""
     items = [(k, v) for k, v in arrays.items() if v is not None]
     k0, a0 = items[0]
+    if all(type(v) is np.ndarray and v.dtype == a0.dtype for _, v in items):
+        return a0.dtype
     ns = _ns(a0)
     dt = ns.dtype(a0)
     for k, v in items[1:]:
@@ -124,6 +128,8 @@ def _positive(op: str, name: str, v: Any, minimum: int = 1) -> tuple[int, int]:
 
 def _output(op: str, out: Any, shape: tuple[int, ...], dtype: np.dtype, like: Any, name: str = "out") -> Any:
     """A fresh output of like's kind and device, or the caller's ``out`` after checking it."""
+    if out is None and type(like) is np.ndarray:
+        return np.empty(shape, dtype)
     ns = _ns(like)
     if out is None:
         return ns.empty(tuple(shape), dtype, like)
@@ -461,7 +467,7 @@ def _dim(op: str, x: Array, dim: Any) -> tuple[int, int, int]:
     if not -x.ndim <= d < x.ndim:
         raise ValueError(f"{op}: dim {d} is out of range for a {x.ndim}-D input of shape {x.shape}")
     d %= x.ndim
-    return (int(np.prod(x.shape[:d])), x.shape[d], int(np.prod(x.shape[d + 1:])))
+    return (math.prod(x.shape[:d]), x.shape[d], math.prod(x.shape[d + 1:]))
 
 
 def _softmax_fwd(op: str, kernel: str, x: Any, dim: Any, backend: str | None, out: Array | None) -> Array:
