@@ -84,17 +84,29 @@ inline __m256i first_lanes(int64_t n) {
 // 8 windows whose top-left inputs are p0[0, 2, .., 14], the row below p1; ia their offsets.
 // Only the first `cols` input columns are read (masked loads give 0 beyond), so a row's tail
 // needs no copy; outputs past the tail are computed but never stored.
+inline void load16(const float* p, int64_t cols, __m256& lo, __m256& hi) {
+  if (cols >= 16) {
+    lo = _mm256_loadu_ps(p);
+    hi = _mm256_loadu_ps(p + 8);
+  } else {
+    lo = _mm256_maskload_ps(p, first_lanes(cols));
+    hi = _mm256_maskload_ps(p + 8, first_lanes(cols - 8));
+  }
+}
+inline void store16(float* p, int64_t cols, __m256 lo, __m256 hi) {
+  if (cols >= 16) {
+    _mm256_storeu_ps(p, lo);
+    _mm256_storeu_ps(p + 8, hi);
+  } else {
+    _mm256_maskstore_ps(p, first_lanes(cols), lo);
+    _mm256_maskstore_ps(p + 8, first_lanes(cols - 8), hi);
+  }
+}
 inline void block8(const float* p0, const float* p1, int64_t cols, __m256i ia, __m256i down,
                    __m256& m, __m256i& idx) {
   __m256 t0, t1, u0, u1;
-  if (cols >= 16) {
-    t0 = _mm256_loadu_ps(p0); t1 = _mm256_loadu_ps(p0 + 8);
-    u0 = _mm256_loadu_ps(p1); u1 = _mm256_loadu_ps(p1 + 8);
-  } else {
-    const __m256i lo = first_lanes(cols), hi = first_lanes(cols - 8);
-    t0 = _mm256_maskload_ps(p0, lo); t1 = _mm256_maskload_ps(p0 + 8, hi);
-    u0 = _mm256_maskload_ps(p1, lo); u1 = _mm256_maskload_ps(p1 + 8, hi);
-  }
+  load16(p0, cols, t0, t1);
+  load16(p1, cols, u0, u1);
   const __m256i one = _mm256_set1_epi32(1);
   m = evens(t0, t1);
   idx = ia;
@@ -128,6 +140,40 @@ void max2x2_row_avx2(float* yr, int64_t* ir, const float* r0, const float* r1, i
         _mm256_maskstore_epi64(reinterpret_cast<long long*>(ir + ow + 4), widen_hi(k), widen_hi(idx));
       }
     }
+  }
+}
+
+// Average 2x2 / stride 2 rows, same sum order as the general path ((a + b) + c) + d; the
+// division by 4 is the exact multiply by 0.25.
+void avg2x2_row_avx2(float* yr, const float* r0, const float* r1, int64_t ow_end) {
+  const __m256 q = _mm256_set1_ps(0.25f);
+  for (int64_t ow = 0; ow < ow_end; ow += 8) {
+    const int64_t n = ow_end - ow;
+    __m256 t0, t1, u0, u1;
+    load16(r0 + 2 * ow, 2 * n, t0, t1);
+    load16(r1 + 2 * ow, 2 * n, u0, u1);
+    const __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(evens(t0, t1), odds(t0, t1)),
+                                                   evens(u0, u1)), odds(u0, u1));
+    const __m256 y = _mm256_mul_ps(sum, q);
+    if (n >= 8) {
+      _mm256_storeu_ps(yr + ow, y);
+    } else {
+      _mm256_maskstore_ps(yr + ow, first_lanes(n), y);
+    }
+  }
+}
+
+// Its backward: each dy / 4 written to its 2x2 window (the windows do not overlap).
+void avg2x2_bwd_row_avx2(float* d0, float* d1, const float* dyr, int64_t ow_end) {
+  const __m256 q = _mm256_set1_ps(0.25f);
+  for (int64_t ow = 0; ow < ow_end; ow += 8) {
+    const int64_t n = ow_end - ow;
+    const __m256 g = _mm256_mul_ps(
+        n >= 8 ? _mm256_loadu_ps(dyr + ow) : _mm256_maskload_ps(dyr + ow, first_lanes(n)), q);
+    const __m256 lo = _mm256_unpacklo_ps(g, g), hi = _mm256_unpackhi_ps(g, g);
+    const __m256 a = _mm256_permute2f128_ps(lo, hi, 0x20), b = _mm256_permute2f128_ps(lo, hi, 0x31);
+    store16(d0 + 2 * ow, 2 * n, a, b);
+    store16(d1 + 2 * ow, 2 * n, a, b);
   }
 }
 #pragma GCC pop_options
@@ -229,10 +275,36 @@ void max_pool2d_backward_cpu(T* dx, const T* dy, const int64_t* indices, const P
   }
 }
 
+// The 2x2 / stride 2 / unpadded pool on the AVX2 path (float): windows never clip, so the
+// divisor is 4 with or without count_include_pad.
+inline bool avg2x2_simd(const Pool2dShape& s) {
+#if LF_X86_SIMD
+  return s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 &&
+         2 * s.oh <= s.h && 2 * s.ow <= s.w && simd_path() != SimdPath::Scalar;
+#else
+  (void)s;
+  return false;
+#endif
+}
+
 template <typename T>
 void avg_pool2d_forward_cpu(T* y, const T* x, const Pool2dShape& s, bool count_include_pad) {
   const int64_t planes = s.planes(), HW = s.hw(), OHW = s.ohw();
   const int nt = threads_for(planes * OHW * s.kh * s.kw, planes);
+#if LF_X86_SIMD
+  if constexpr (std::is_same_v<T, float>) {
+    if (avg2x2_simd(s)) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+      for (int64_t pl = 0; pl < planes; ++pl) {
+        for (int64_t oh = 0; oh < s.oh; ++oh) {
+          const float* r0 = x + pl * HW + 2 * oh * s.w;
+          avg2x2_row_avx2(y + pl * OHW + oh * s.ow, r0, r0 + s.w, s.ow);
+        }
+      }
+      return;
+    }
+  }
+#endif
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t pl = 0; pl < planes; ++pl) {
     const T* xp = x + pl * HW;
@@ -255,6 +327,23 @@ template <typename T>
 void avg_pool2d_backward_cpu(T* dx, const T* dy, const Pool2dShape& s, bool count_include_pad) {
   const int64_t planes = s.planes(), HW = s.hw(), OHW = s.ohw();
   const int nt = threads_for(planes * (HW + OHW * s.kh * s.kw), planes);
+#if LF_X86_SIMD
+  if constexpr (std::is_same_v<T, float>) {
+    if (avg2x2_simd(s)) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+      for (int64_t pl = 0; pl < planes; ++pl) {
+        float* dxp = dx + pl * HW;
+        for (int64_t oh = 0; oh < s.oh; ++oh) {
+          float* d0 = dxp + 2 * oh * s.w;
+          avg2x2_bwd_row_avx2(d0, d0 + s.w, dy + pl * OHW + oh * s.ow, s.ow);
+          for (int64_t w = 2 * s.ow; w < s.w; ++w) d0[w] = d0[s.w + w] = 0.f;  // odd width
+        }
+        std::fill(dxp + 2 * s.oh * s.w, dxp + HW, 0.f);  // rows no window covers
+      }
+      return;
+    }
+  }
+#endif
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t pl = 0; pl < planes; ++pl) {
     T* dxp = dx + pl * HW;
