@@ -236,3 +236,30 @@ def test_rnn_kernels_recheck_their_arguments():
         c.rnn_backward(None, None, None, None, np.empty((5, 2), np.float32), dhs, x, w_xh, w_hh, h0, hs, "tanh")
     with pytest.raises(ValueError, match=r"rnn_backward: dhs: expected shape \(2, 3, 5\)"):
         c.rnn_backward(None, None, None, None, None, dhs[:, :2].copy(), x, w_xh, w_hh, h0, hs, "tanh")
+
+
+# ---------------------------------------------------------------------------- the layer
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_simple_rnn_layer_against_the_oracle(backend, activation, return_sequences):
+    from layerforge.layers import SimpleRNN
+
+    layer = SimpleRNN(9, activation=activation, return_sequences=return_sequences)
+    layer.backend = backend
+    layer.build((6, 4), np.random.default_rng(7))
+    assert [p.shape for p in layer.params] == [(9, 4), (9, 9), (9,)] and layer.count_params() == 9 * 4 + 81 + 9
+    rng = np.random.default_rng(8)
+    x = rand(rng, (5, 6, 4), np.float32)
+    w_xh, w_hh, b = layer.params
+    y = layer.forward(x, training=True)
+    hs = ref.rnn(x, w_xh, w_hh, b, None, activation)
+    assert_close(y, hs if return_sequences else hs[:, -1], np.float32, "y")
+    assert_close(layer.forward(x), hs if return_sequences else hs[:, -1], np.float32, "y (inference)")
+    dy = rand(rng, y.shape, np.float32)
+    dhs = dy if return_sequences else np.concatenate([np.zeros((5, 5, 9)), dy[:, None]], axis=1)
+    dx = layer.backward(dy)
+    want = ref.rnn_backward(dhs, x, w_xh, w_hh, b, None, activation)
+    assert_close(dx, want[0], np.float32, "dx")
+    for name, g, r in zip(("dw_xh", "dw_hh", "db"), layer.grads, want[1:4]):
+        assert_close(g, r, np.float32, name)
