@@ -106,6 +106,21 @@ template <typename T>
 void adam_update_cpu(T* p, T* m, T* v, const T* g, int64_t n, double alpha, double beta1,
                      double beta2, double eps);
 
+// ---- recurrent (Elman RNN over the whole sequence; shapes in shapes.h, RnnShape) ----
+// forward: hs[:, s] = act(W_hh h_{s-1} + W_xh x_s + b), h_{-1} = h0 (zeros when nullptr);
+// b may be nullptr. tanh/sigmoid/relu/linear as the elementwise ops (NaN propagates).
+template <typename T>
+void rnn_forward_cpu(T* hs, const T* x, const T* w_xh, const T* w_hh, const T* b, const T* h0,
+                     const RnnShape& s, RnnActivation act);
+// backward (BPTT): dhs (n, t, hidden) is the loss gradient w.r.t. every h_s; hs the forward
+// output. da_s = (dhs_s + dh_{s+1}) * act'(h_s) (from the output), dh_s = da_s W_hh;
+// dx = da W_xh, dw_xh = sum_s da_s^T x_s, dw_hh = sum_s da_s^T h_{s-1}, db = sum da,
+// dh0 = da_0 W_hh. h0 may be nullptr (zeros); any gradient output may be nullptr.
+template <typename T>
+void rnn_backward_cpu(T* dx, T* dw_xh, T* dw_hh, T* db, T* dh0, const T* dhs, const T* x,
+                      const T* w_xh, const T* w_hh, const T* h0, const T* hs, const RnnShape& s,
+                      RnnActivation act);
+
 }  // namespace lf
 
 // ---- CUDA launchers (csrc/cuda) ----

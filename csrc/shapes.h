@@ -50,4 +50,14 @@ struct SoftmaxShape {
   int64_t outer, dim, inner;
 };
 
+// ---- recurrent ----
+// Elman RNN over a whole sequence: x (n, t, in), w_xh (hidden, in), w_hh (hidden, hidden),
+// b (hidden,), h0 (n, hidden), hs (n, t, hidden);
+// hs[:, s] = act(hs[:, s-1] W_hh^T + x[:, s] W_xh^T + b), hs[:, -1] = h0 (zeros if absent).
+enum class RnnActivation : int { Tanh = 0, Sigmoid = 1, Relu = 2, Linear = 3 };
+
+struct RnnShape {
+  int64_t n, t, in, hidden;
+};
+
 }  // namespace lf

@@ -93,3 +93,18 @@ def test_forward_values_by_hand():
     assert ref.cross_entropy(np.zeros((3, 4)), np.array([0, 1, 2])) == pytest.approx(np.log(4))
     assert ref.sigmoid(np.array([-1000.0]))[0] == 0.0 and ref.sigmoid(np.array([1000.0]))[0] == 1.0
     assert ref.conv2d_padding("same", (4, 4), (1, 1)) == (1, 2, 1, 2)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "linear"])
+@pytest.mark.parametrize("bias,with_h0", [(True, True), (False, False)])
+def test_rnn_backward(activation, bias, with_h0):
+    rng = np.random.default_rng(9)
+    x, w_xh, w_hh = rng.standard_normal((2, 4, 3)), rng.standard_normal((5, 3)) / 2, rng.standard_normal((5, 5)) / 3
+    b = rng.standard_normal(5) if bias else None
+    h0 = rng.standard_normal((2, 5)) if with_h0 else None
+    inputs = [a for a in (x, w_xh, w_hh, b, h0) if a is not None]
+
+    def grads(dy):
+        return [g for g in ref.rnn_backward(dy, x, w_xh, w_hh, b, h0, activation) if g is not None]
+
+    check(lambda: ref.rnn(x, w_xh, w_hh, b, h0, activation), grads, inputs, (2, 4, 5))

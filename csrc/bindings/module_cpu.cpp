@@ -490,6 +490,78 @@ void adam_update(py::object p_, py::object m_, py::object v_, py::object g_, dou
   });
 }
 
+// ---- recurrent --------------------------------------------------------------------------
+
+lf::RnnActivation rnn_activation(const Call& c, const std::string& name) {
+  if (name == "tanh") return lf::RnnActivation::Tanh;
+  if (name == "sigmoid") return lf::RnnActivation::Sigmoid;
+  if (name == "relu") return lf::RnnActivation::Relu;
+  if (name == "linear") return lf::RnnActivation::Linear;
+  LF_CHECK(false, c.prefix("activation")
+                      << "expected 'tanh', 'sigmoid', 'relu' or 'linear', got '" << name << "'");
+  return lf::RnnActivation::Linear;
+}
+
+void rnn_forward(py::object hs_, py::object x_, py::object wxh_, py::object whh_, py::object b_,
+                 py::object h0_, const std::string& activation) {
+  Call c("rnn_forward");
+  const DT d = c.float_dtype(c.array(x_, "x"), "x");
+  py::array x = c.check(x_, "x", d, 3, false), wxh = c.check(wxh_, "w_xh", d, 2, false);
+  py::array whh = c.check(whh_, "w_hh", d, 2, false), hs = c.check(hs_, "hs", d, 3, true);
+  py::array b = c.optional(b_, "b", d, 1, false), h0 = c.optional(h0_, "h0", d, 2, false);
+  const lf::RnnActivation act = rnn_activation(c, activation);
+  const int64_t N = dim(x, 0), T = dim(x, 1), I = dim(x, 2), H = dim(whh, 0);
+  c.shape(whh, "w_hh", {H, H});
+  c.shape(wxh, "w_xh", {H, I});
+  c.shape(hs, "hs", {N, T, H});
+  if (b) c.shape(b, "b", {H});
+  if (h0) c.shape(h0, "h0", {N, H});
+  const lf::RnnShape s{N, T, I, H};
+  dispatch(d, [&](auto tag) {
+    using T_ = decltype(tag);
+    T_* hp = ptr<T_>(hs);
+    const T_ *xp = cptr<T_>(x), *wxp = cptr<T_>(wxh), *whp = cptr<T_>(whh);
+    const T_ *bp = cptr<T_>(b), *h0p = cptr<T_>(h0);
+    py::gil_scoped_release nogil;
+    lf::rnn_forward_cpu<T_>(hp, xp, wxp, whp, bp, h0p, s, act);
+  });
+}
+
+void rnn_backward(py::object dx_, py::object dwxh_, py::object dwhh_, py::object db_,
+                  py::object dh0_, py::object dhs_, py::object x_, py::object wxh_,
+                  py::object whh_, py::object h0_, py::object hs_, const std::string& activation) {
+  Call c("rnn_backward");
+  const DT d = c.float_dtype(c.array(dhs_, "dhs"), "dhs");
+  py::array dhs = c.check(dhs_, "dhs", d, 3, false), x = c.check(x_, "x", d, 3, false);
+  py::array wxh = c.check(wxh_, "w_xh", d, 2, false), whh = c.check(whh_, "w_hh", d, 2, false);
+  py::array hs = c.check(hs_, "hs", d, 3, false), h0 = c.optional(h0_, "h0", d, 2, false);
+  py::array gx = c.optional(dx_, "dx", d, 3, true), gwx = c.optional(dwxh_, "dw_xh", d, 2, true);
+  py::array gwh = c.optional(dwhh_, "dw_hh", d, 2, true), gb = c.optional(db_, "db", d, 1, true);
+  py::array gh0 = c.optional(dh0_, "dh0", d, 2, true);
+  const lf::RnnActivation act = rnn_activation(c, activation);
+  const int64_t N = dim(x, 0), T = dim(x, 1), I = dim(x, 2), H = dim(whh, 0);
+  c.shape(whh, "w_hh", {H, H});
+  c.shape(wxh, "w_xh", {H, I});
+  c.shape(hs, "hs", {N, T, H});
+  c.shape(dhs, "dhs", {N, T, H});
+  if (h0) c.shape(h0, "h0", {N, H});
+  if (gx) c.same_shape(gx, "dx", x);
+  if (gwx) c.same_shape(gwx, "dw_xh", wxh);
+  if (gwh) c.same_shape(gwh, "dw_hh", whh);
+  if (gb) c.shape(gb, "db", {H});
+  if (gh0) c.shape(gh0, "dh0", {N, H});
+  const lf::RnnShape s{N, T, I, H};
+  dispatch(d, [&](auto tag) {
+    using T_ = decltype(tag);
+    T_ *gxp = ptr<T_>(gx), *gwxp = ptr<T_>(gwx), *gwhp = ptr<T_>(gwh), *gbp = ptr<T_>(gb);
+    T_* gh0p = ptr<T_>(gh0);
+    const T_ *dhp = cptr<T_>(dhs), *xp = cptr<T_>(x), *wxp = cptr<T_>(wxh), *whp = cptr<T_>(whh);
+    const T_ *h0p = cptr<T_>(h0), *hp = cptr<T_>(hs);
+    py::gil_scoped_release nogil;
+    lf::rnn_backward_cpu<T_>(gxp, gwxp, gwhp, gbp, gh0p, dhp, xp, wxp, whp, h0p, hp, s, act);
+  });
+}
+
 // ---- module info -----------------------------------------------------------------------
 
 py::dict build_info() {
@@ -594,6 +666,14 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("adam_update", &adam_update, py::arg("p"), py::arg("m"), py::arg("v"), py::arg("g"),
         py::arg("alpha"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"));
+
+  m.def("rnn_forward", &rnn_forward, py::arg("hs"), py::arg("x"), py::arg("w_xh"),
+        py::arg("w_hh"), py::arg("b").none(true), py::arg("h0").none(true),
+        py::arg("activation"));
+  m.def("rnn_backward", &rnn_backward, py::arg("dx").none(true), py::arg("dw_xh").none(true),
+        py::arg("dw_hh").none(true), py::arg("db").none(true), py::arg("dh0").none(true),
+        py::arg("dhs"), py::arg("x"), py::arg("w_xh"), py::arg("w_hh"), py::arg("h0").none(true),
+        py::arg("hs"), py::arg("activation"));
 
   m.def("build_info", &build_info, "Version, compiler, OpenMP, SIMD paths compiled and in use.");
   m.def("cpu_features", &lf::cpu_features,

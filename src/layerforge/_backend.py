@@ -24,6 +24,11 @@ Kernel interface (both ``_C`` and ``_numba`` implement all of it):
     cross_entropy_backward(dlogits, logits, labels, scale)
     relu_forward(y, x), sigmoid_forward(y, x), tanh_forward(y, x)           1-D
     relu_backward(dx, dy, x), sigmoid_backward(dx, dy, y), tanh_backward(dx, dy, y)
+    rnn_forward(hs, x, w_xh, w_hh, b|None, h0|None, activation)
+        x (N,T,I), w_xh (H,I), w_hh (H,H), b (H,), h0 (N,H), hs (N,T,H); activation is
+        'tanh' | 'sigmoid' | 'relu' | 'linear'. Optional: ops.rnn composes linear and the
+        activations per step for a backend without it (the CUDA backend today).
+    rnn_backward(dx|None, dw_xh|None, dw_hh|None, db|None, dh0|None, dhs, x, w_xh, w_hh, h0|None, hs, activation)
 
 The semantics (NaN and tie rules, gradient formulas) are those of csrc/ops.h and
 _reference.py.

@@ -714,3 +714,124 @@ def adam_update(p: Array, m: Array, v: Array, g: Array, alpha: float, beta1: flo
     t = p.dtype.type
     _k_adam(p.reshape(-1), m.reshape(-1), v.reshape(-1), g.reshape(-1), t(alpha), t(beta1), t(1.0 - beta1),
             t(beta2), t(1.0 - beta2), t(eps))
+
+
+# ---------------------------------------------------------------------------- recurrent
+# x (N, T, I), w_xh (H, I), w_hh (H, H), b (H,), h0 (N, H), hs / dhs (N, T, H). The matrix
+# products go through NumPy's BLAS like the rest of this backend: one GEMM for the input
+# projection of every step, one (N x H) x (H x H) per step, and single GEMMs over all steps
+# for the weight gradients; the per-step elementwise work is jitted.
+
+_RNN_CODES = {"tanh": 0, "sigmoid": 1, "relu": 2, "linear": 3}
+
+
+@_jit
+def _k_rnn_add_step(a, hs, s):
+    # a (N, H) += hs[:, s]: the recurrent term plus the step's input projection and bias.
+    n, h = a.shape
+    for i in range(n):
+        for j in range(h):
+            a[i, j] += hs[i, s, j]
+
+
+@_jit
+def _k_rnn_store_step(hs, a, s):
+    n, h = a.shape
+    for i in range(n):
+        for j in range(h):
+            hs[i, s, j] = a[i, j]
+
+
+@_jit
+def _k_rnn_grad_step(da, dhs, dh, hs, s, code, last):
+    # da[:, s] = (dhs[:, s] + dh) * act'(hs[:, s]), from the output; dh is zero at the last step.
+    n, h = dh.shape
+    one = np.ones(1, da.dtype)[0]  # keeps float32 arithmetic in float32
+    zero = np.zeros(1, da.dtype)[0]
+    for i in range(n):
+        for j in range(h):
+            g = dhs[i, s, j] if last else dhs[i, s, j] + dh[i, j]
+            y = hs[i, s, j]
+            if code == 0:
+                g = g * (one - y * y)
+            elif code == 1:
+                g = g * (y * (one - y))
+            elif code == 2:
+                g = g if y > 0 else zero
+            da[i, s, j] = g
+
+
+def _rnn_activate(a: Array, code: int) -> None:
+    """The activation in place on a C-contiguous (N, H) block."""
+    flat = a.reshape(-1)
+    if code == 0:
+        np.tanh(flat, out=flat)
+    elif code == 1:
+        x = flat.copy()
+        sigmoid_forward(flat, x)
+    elif code == 2:
+        _k_relu_fwd(flat, flat)
+
+
+def rnn_forward(
+    hs: Array, x: Array, w_xh: Array, w_hh: Array, b: Array | None, h0: Array | None, activation: str,
+) -> None:
+    n, t, i = x.shape
+    h = w_hh.shape[0]
+    if hs.size == 0:
+        return
+    code = _RNN_CODES[activation]
+    hs2 = hs.reshape(n * t, h)
+    if i:
+        np.dot(x.reshape(n * t, i), w_xh.T, out=hs2)
+    else:
+        hs2.fill(0)
+    if b is not None:
+        hs2 += b
+    a = np.empty((n, h), hs.dtype)
+    for s in range(t):
+        prev = hs[:, s - 1] if s > 0 else h0
+        if prev is None:
+            a.fill(0)
+        else:
+            np.dot(prev, w_hh.T, out=a)
+        _k_rnn_add_step(a, hs, s)
+        _rnn_activate(a, code)
+        _k_rnn_store_step(hs, a, s)
+
+
+def rnn_backward(
+    dx: Array | None, dw_xh: Array | None, dw_hh: Array | None, db: Array | None, dh0: Array | None,
+    dhs: Array, x: Array, w_xh: Array, w_hh: Array, h0: Array | None, hs: Array, activation: str,
+) -> None:
+    n, t, i = x.shape
+    h = w_hh.shape[0]
+    if n == 0 or t == 0 or h == 0:
+        for g in (dx, dw_xh, dw_hh, db, dh0):
+            if g is not None:
+                g.fill(0)
+        return
+    code = _RNN_CODES[activation]
+    da = np.empty((n, t, h), dhs.dtype)
+    dh = np.zeros((n, h), dhs.dtype)
+    for s in range(t - 1, -1, -1):
+        _k_rnn_grad_step(da, dhs, dh, hs, s, code, s == t - 1)
+        if s > 0:
+            np.dot(da[:, s], w_hh, out=dh)
+        elif dh0 is not None:
+            np.dot(da[:, 0], w_hh, out=dh0)
+    da2 = da.reshape(n * t, h)
+    if dx is not None and i:
+        np.dot(da2, w_xh, out=dx.reshape(n * t, i))
+    if dw_xh is not None and i:
+        np.dot(da2.T, x.reshape(n * t, i), out=dw_xh)
+    if dw_hh is not None:
+        # sum_s da_s^T h_{s-1}: steps 1.. pair with hs[:, :-1] in one GEMM; step 0 with h0.
+        if t > 1:
+            np.dot(da[:, 1:].reshape(-1, h).T, hs[:, :-1].reshape(-1, h), out=dw_hh)
+        else:
+            dw_hh.fill(0)
+        if h0 is not None:
+            dw_hh += da[:, 0].T @ h0
+    if db is not None:
+        _k_col_sum(db, da2)

@@ -265,3 +265,71 @@ def adam_update(p: Array, g: Array, m: Array, v: Array, alpha: float, beta_1: fl
     m = beta_1 * m + (1.0 - beta_1) * g
     v = beta_2 * v + (1.0 - beta_2) * g * g
     return p - alpha * m / (np.sqrt(v) + epsilon), m, v
+
+
+# ---------------------------------------------------------------------------- recurrent
+# Elman RNN over a sequence: x (N, T, I), w_xh (H, I), w_hh (H, H), b (H,), h0 (N, H),
+# hs (N, T, H):  a_t = x_t W_xh^T + h_{t-1} W_hh^T + b,  h_t = act(a_t),  h_{-1} = h0 or 0.
+
+RNN_ACTIVATIONS = {
+    "tanh": (tanh, lambda a: 1.0 - np.tanh(a) ** 2),
+    "sigmoid": (sigmoid, lambda a: sigmoid(a) * (1.0 - sigmoid(a))),
+    "relu": (relu, lambda a: (a > 0).astype(np.float64)),
+    "linear": (lambda a: a, lambda a: np.ones_like(a)),
+}
+
+
+def _rnn_steps(x, w_xh, w_hh, b, h0, activation):
+    """(pre-activations a, outputs hs, the initial state), all float64."""
+    f = RNN_ACTIVATIONS[activation][0]
+    x = np.asarray(x, np.float64)
+    w_xh = np.asarray(w_xh, np.float64)
+    w_hh = np.asarray(w_hh, np.float64)
+    n, t, _ = x.shape
+    hidden = w_hh.shape[0]
+    h_init = np.zeros((n, hidden)) if h0 is None else np.asarray(h0, np.float64)
+    a = np.zeros((n, t, hidden))
+    hs = np.zeros((n, t, hidden))
+    h = h_init
+    for s in range(t):
+        a[:, s] = x[:, s] @ w_xh.T + h @ w_hh.T
+        if b is not None:
+            a[:, s] += np.asarray(b, np.float64)
+        h = f(a[:, s])
+        hs[:, s] = h
+    return a, hs, h_init
+
+
+def rnn(x: Array, w_xh: Array, w_hh: Array, b: Array | None = None, h0: Array | None = None,
+        activation: str = "tanh") -> Array:
+    """hs (N, T, H): every hidden state of the sequence."""
+    return _rnn_steps(x, w_xh, w_hh, b, h0, activation)[1]
+
+
+def rnn_backward(
+    dhs: Array, x: Array, w_xh: Array, w_hh: Array, b: Array | None = None, h0: Array | None = None,
+    activation: str = "tanh",
+) -> tuple[Array, Array, Array, Array | None, Array | None]:
+    """(dx, dw_xh, dw_hh, db or None, dh0 or None) by backpropagation through time, one step
+    at a time in reverse; dhs (N, T, H) is the loss gradient w.r.t. every h_t."""
+    dact = RNN_ACTIVATIONS[activation][1]
+    a, hs, h_init = _rnn_steps(x, w_xh, w_hh, b, h0, activation)
+    x = np.asarray(x, np.float64)
+    w_xh = np.asarray(w_xh, np.float64)
+    w_hh = np.asarray(w_hh, np.float64)
+    dhs = np.asarray(dhs, np.float64)
+    n, t, _ = x.shape
+    dx = np.zeros_like(x)
+    dw_xh = np.zeros_like(w_xh)
+    dw_hh = np.zeros_like(w_hh)
+    db = np.zeros(w_hh.shape[0])
+    dh = np.zeros((n, w_hh.shape[0]))  # gradient reaching h_s from step s + 1
+    for s in range(t - 1, -1, -1):
+        da = (dhs[:, s] + dh) * dact(a[:, s])
+        h_prev = hs[:, s - 1] if s > 0 else h_init
+        dx[:, s] = da @ w_xh
+        dw_xh += da.T @ x[:, s]
+        dw_hh += da.T @ h_prev
+        db += da.sum(axis=0)
+        dh = da @ w_hh
+    return dx, dw_xh, dw_hh, (db if b is not None else None), (dh if h0 is not None else None)

@@ -400,39 +400,25 @@ class SimpleRNN(Layer):
                          bias=np.zeros(self.units, np.float32) if self.use_bias else None)
 
     def forward(self, x: np.ndarray, training: bool = False, logits: bool = False) -> np.ndarray:
-        n, t, _ = x.shape
-        # The input projection of every step at once: one GEMM of (n*t, D) x (D, units).
-        xw = ops.linear(x, self.kernel, self.bias, backend=self.backend)
-        xp = _xp(x)
-        hs = xp.empty((n, t, self.units), x.dtype)
-        h = xp.zeros((n, self.units), x.dtype)
-        for s in range(t):
-            a = xw[:, s] + ops.linear(h, self.recurrent_kernel, backend=self.backend)
-            h = self._act_forward(a, False)
-            hs[:, s] = h
+        # The whole sequence in one fused op (one kernel call on the CPU backends); only the
+        # input and every hidden state are kept for the backward.
+        hs = ops.rnn(x, self.kernel, self.recurrent_kernel, self.bias, activation=self.activation,
+                     backend=self.backend)
         if training:
             self._saved = (x, hs)
-        return hs if self.return_sequences else h
+        return hs if self.return_sequences else hs[:, -1]
 
     def backward(self, dy: np.ndarray, logits: bool = False) -> np.ndarray:
         x, hs = self._saved
-        n, t, _ = x.shape
-        xp = _xp(x)
-        whh_t = xp.ascontiguousarray(self.recurrent_kernel.T)
-        da = xp.empty_like(hs)
-        dh = xp.zeros((n, self.units), hs.dtype)
-        for s in range(t - 1, -1, -1):
-            if self.return_sequences:
-                dh = dh + dy[:, s]
-            elif s == t - 1:
-                dh = dh + dy
-            da[:, s] = self._act_backward(dh, hs[:, s], False)
-            # dh_{s-1} = da_s W_hh: ops.linear with the transposed recurrent kernel.
-            dh = ops.linear(da[:, s], whh_t, backend=self.backend)
-        # Weight gradients summed over all steps in single GEMMs: dW_hh = sum_s da_s^T h_{s-1}.
-        h_prev = xp.concatenate([xp.zeros((n, 1, self.units), hs.dtype), hs[:, :-1]], axis=1)
-        _, dwhh, _ = ops.linear_backward(da, h_prev, self.recurrent_kernel, backend=self.backend)
-        dx, dwxh, db = ops.linear_backward(da, x, self.kernel, self.bias, backend=self.backend)
+        if self.return_sequences:
+            dhs = dy
+        else:
+            # The loss sees only the last state: its gradient, zeros for the other steps.
+            dhs = _xp(hs).zeros_like(hs)
+            dhs[:, -1] = dy
+        dx, dwxh, dwhh, db, _ = ops.rnn_backward(dhs, x, self.kernel, self.recurrent_kernel, self.bias,
+                                                 activation=self.activation, hs=hs,
+                                                 need_dx=self.input_grad, backend=self.backend)
         self.grads = [dwxh, dwhh] + ([db] if self.use_bias else [])
         return dx
 

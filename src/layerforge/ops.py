@@ -38,7 +38,7 @@ __all__ = [
     "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
     "cross_entropy", "cross_entropy_backward",
     "relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
-    "adam_update",
+    "adam_update", "RNN_ACTIVATIONS", "rnn", "rnn_backward",
 ]
 
 
@@ -720,3 +720,165 @@ def adam_update(
     v += (g * g) * (1.0 - beta_2)
     root = v.sqrt() if _ns(v).name == "torch" else _device.array_module(v).sqrt(v)
     p -= m / (root + epsilon) * alpha
+
+
+# ---------------------------------------------------------------------------- recurrent
+
+RNN_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
+
+
+def _rnn_activation(op: str, activation: Any) -> str:
+    if activation is None:
+        return "linear"
+    if not isinstance(activation, str):
+        raise TypeError(f"{op}: activation must be one of {RNN_ACTIVATIONS} (or None for 'linear'), "
+                        f"got {type(activation).__name__} {activation!r}")
+    if activation.lower() not in RNN_ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be one of {RNN_ACTIVATIONS} (or None for 'linear'), got {activation!r}")
+    return activation.lower()
+
+
+def _rnn_inputs(op: str, x: Any, w_xh: Any, w_hh: Any, b: Any, h0: Any):
+    x = _array(op, "x", x, 3)
+    w_xh = _array(op, "w_xh", w_xh, 2)
+    w_hh = _array(op, "w_hh", w_hh, 2)
+    b = None if b is None else _array(op, "b", b, 1)
+    h0 = None if h0 is None else _array(op, "h0", h0, 2)
+    dt = _same_dtype(op, x=x, w_xh=w_xh, w_hh=w_hh, b=b, h0=h0)
+    n, _, i = x.shape
+    hidden = w_hh.shape[0]
+    if tuple(w_hh.shape) != (hidden, hidden):
+        raise ValueError(f"{op}: w_hh must be square (hidden, hidden), got shape {tuple(w_hh.shape)}")
+    if tuple(w_xh.shape) != (hidden, i):
+        raise ValueError(f"{op}: w_xh must have shape (hidden, features) = {(hidden, i)} for x of shape "
+                         f"{tuple(x.shape)} and w_hh of shape {tuple(w_hh.shape)}, got {tuple(w_xh.shape)}")
+    if b is not None:
+        _expect_shape(op, "b", b, (hidden,))
+    if h0 is not None:
+        _expect_shape(op, "h0", h0, (n, hidden))
+    return x, w_xh, w_hh, b, h0, dt
+
+
+def rnn(
+    x: Any, w_xh: Any, w_hh: Any, b: Any = None, h0: Any = None, activation: str = "tanh",
+    *, backend: str | None = None, out: Array | None = None,
+) -> Array:
+    """Elman RNN over a whole sequence: every hidden state hs (N, T, H).
+
+    x (N, T, I), w_xh (H, I), w_hh (H, H), b (H,) or None, h0 (N, H) or None (zeros);
+    h_t = act(W_hh h_{t-1} + W_xh x_t + b), act one of 'tanh', 'sigmoid', 'relu', 'linear'
+    (None = 'linear'). hs[:, -1] is the last state.
+
+    The CPU backends run it fused (one input-projection GEMM, then one small GEMM plus the
+    activation per step, in one kernel call). On CUDA arrays, where no fused kernel exists
+    yet, it is composed from the CUDA ``linear`` and activation ops, one group per step.
+    """
+    op = "rnn"
+    act = _rnn_activation(op, activation)
+    x, w_xh, w_hh, b, h0, dt = _rnn_inputs(op, x, w_xh, w_hh, b, h0)
+    k = _kernels(op, backend, x)
+    hs = _output(op, out, (x.shape[0], x.shape[1], w_hh.shape[0]), dt, x)
+    if _size(hs):
+        fused = getattr(k, "rnn_forward", None)
+        if fused is not None:
+            fused(hs, x, w_xh, w_hh, b, h0, act)
+        else:
+            _rnn_forward_composed(hs, x, w_xh, w_hh, b, h0, act, backend)
+    return hs
+
+
+def rnn_backward(
+    dhs: Any, x: Any, w_xh: Any, w_hh: Any, b: Any = None, h0: Any = None, activation: str = "tanh",
+    *, hs: Any = None, need_dx: bool = True, backend: str | None = None,
+    out: Sequence[Array | None] | None = None,
+) -> tuple[Array | None, Array, Array, Array | None, Array | None]:
+    """Backpropagation through time: (dx (N,T,I), dw_xh (H,I), dw_hh (H,H), db (H,) or None,
+    dh0 (N,H) or None) for dhs (N, T, H), the loss gradient w.r.t. every h_t of ``rnn``.
+
+    A loss on the last state only has dhs zero except dhs[:, -1]. db is None when b is, dh0
+    when h0 is (absent means a constant zero state). Pass the forward's ``hs=`` to skip
+    recomputing it (it must be ``rnn``'s output for these inputs). The activation's
+    derivative is taken from the output h_t, as the elementwise backwards do.
+    ``need_dx=False`` skips the input gradient and returns None for it.
+    """
+    op = "rnn_backward"
+    act = _rnn_activation(op, activation)
+    x, w_xh, w_hh, b, h0, dt = _rnn_inputs(op, x, w_xh, w_hh, b, h0)
+    n, t, _ = x.shape
+    hidden = w_hh.shape[0]
+    dhs = _array(op, "dhs", dhs, 3)
+    _same_dtype(op, x=x, dhs=dhs)
+    _expect_shape(op, "dhs", dhs, (n, t, hidden))
+    if hs is None:
+        hs = rnn(x, w_xh, w_hh, b, h0, act, backend=backend)
+    else:
+        hs = _array(op, "hs", hs, 3)
+        _same_dtype(op, x=x, hs=hs)
+        _expect_shape(op, "hs", hs, (n, t, hidden))
+    k = _kernels(op, backend, x)
+    o = _outs(op, out, 5)
+    dx = _output(op, o[0], x.shape, dt, x, "out[0]") if need_dx else None
+    dwx = _output(op, o[1], w_xh.shape, dt, x, "out[1]")
+    dwh = _output(op, o[2], w_hh.shape, dt, x, "out[2]")
+    db = _output(op, o[3], (hidden,), dt, x, "out[3]") if b is not None else None
+    dh0 = _output(op, o[4], (n, hidden), dt, x, "out[4]") if h0 is not None else None
+    if _size(dhs) == 0:
+        _zero(dx, dwx, dwh, db, dh0)
+    else:
+        fused = getattr(k, "rnn_backward", None)
+        if fused is not None:
+            fused(dx, dwx, dwh, db, dh0, dhs, x, w_xh, w_hh, h0, hs, act)
+        else:
+            _rnn_backward_composed(dx, dwx, dwh, db, dh0, dhs, x, w_xh, w_hh, h0, hs, act, backend)
+    return dx, dwx, dwh, db, dh0
+
+
+# The per-step composition of existing ops, for a backend without a fused RNN kernel (the
+# CUDA backend today). Same outputs-first interface as the kernels; any array kind.
+
+def _rnn_forward_composed(hs: Any, x: Any, w_xh: Any, w_hh: Any, b: Any, h0: Any, act: str,
+                          backend: str | None) -> None:
+    xw = linear(x, w_xh, b, backend=backend)  # the input projection of every step at once
+    h = h0
+    for s in range(x.shape[1]):
+        a = xw[:, s] if h is None else xw[:, s] + linear(h, w_hh, backend=backend)
+        h = a if act == "linear" else _RNN_FORWARD[act](a, backend=backend)
+        hs[:, s] = h
+
+
+def _rnn_backward_composed(dx: Any, dwx: Any, dwh: Any, db: Any, dh0: Any, dhs: Any, x: Any, w_xh: Any,
+                           w_hh: Any, h0: Any, hs: Any, act: str, backend: str | None) -> None:
+    ns = _ns(x)
+    n, t, _ = x.shape
+    hidden = w_hh.shape[0]
+    dt = ns.dtype(x)
+    w_hh_t = ns.contiguous(w_hh.T)  # dh = da W_hh is linear(da, W_hh^T)
+    da = ns.empty((n, t, hidden), dt, x)
+    dh = None
+    for s in range(t - 1, -1, -1):
+        g = dhs[:, s] if dh is None else dhs[:, s] + dh
+        if act == "relu":  # relu(a) > 0 exactly where a > 0, so the output serves as x
+            da_s = relu_backward(g, hs[:, s], backend=backend)
+        elif act == "linear":
+            da_s = g
+        else:
+            da_s = _RNN_BACKWARD[act](g, y=hs[:, s], backend=backend)
+        da[:, s] = da_s
+        if s > 0:
+            dh = linear(da_s, w_hh_t, backend=backend)
+        elif dh0 is not None:
+            linear(da_s, w_hh_t, backend=backend, out=dh0)
+    h_prev = ns.empty((n, t, hidden), dt, x)
+    h_prev[:, 1:] = hs[:, :-1]
+    h_prev[:, 0] = 0 if h0 is None else h0
+    da2 = da.reshape(n * t, hidden)
+    if dx is not None:
+        linear(da, ns.contiguous(w_xh.T), backend=backend, out=dx)
+    linear(da2.T, x.reshape(n * t, x.shape[2]).T, backend=backend, out=dwx)
+    linear(da2.T, h_prev.reshape(n * t, hidden).T, backend=backend, out=dwh)
+    if db is not None:
+        db[...] = ns.sum0(da2)
+
+
+_RNN_FORWARD = {"tanh": tanh, "sigmoid": sigmoid, "relu": relu}
+_RNN_BACKWARD = {"tanh": tanh_backward, "sigmoid": sigmoid_backward}

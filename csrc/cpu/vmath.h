@@ -1,0 +1,25 @@
+// Vectorised float32 tanh and sigmoid, in place on n contiguous elements, for the fused
+// kernels that apply an activation to a small tile they have just produced (the RNN step
+// epilogue). std::tanh / std::exp are scalar library calls (10-20 ns each), which would
+// cost more than the recurrent GEMM itself at the RNN's sizes; these run 8 / 16 lanes.
+//
+// Numerics (both ISAs; checked against float64 in tests/test_rnn.py through ops.rnn):
+// - exp(x) for x <= 0 is Cephes' expf: Cody-Waite reduction x = n ln2 + r, a degree-6
+//   polynomial in r, scaled by 2^n; below ln(FLT_MIN) it returns exactly 0. ~1-2 ulp.
+// - tanh: |x| < 0.625 uses Cephes' odd polynomial x + x^3 P(x^2) (no cancellation near 0);
+//   otherwise (1 - e) / (1 + e) with e = exp(-2|x|), sign restored; +-1 for large |x|.
+// - sigmoid: e = exp(-|x|), r = 1 / (1 + e), y = x >= 0 ? r : e * r (no overflow anywhere).
+// - NaN in gives NaN out. Tails use masked loads/stores, so any n >= 0 is fine.
+// Each ISA lives in its own file compiled with a target pragma (like the GEMM microkernels);
+// the dispatcher picks one from simd_path().
+#pragma once
+#include <cstdint>
+
+namespace lf {
+
+void tanh_f32_avx2(float* y, int64_t n);
+void sigmoid_f32_avx2(float* y, int64_t n);
+void tanh_f32_avx512(float* y, int64_t n);
+void sigmoid_f32_avx512(float* y, int64_t n);
+
+}  // namespace lf

@@ -1,0 +1,89 @@
+// AVX-512 float32 tanh / sigmoid in place (see vmath.h for the algorithms and accuracy).
+// Compiled with a target pragma so the rest of the module stays on the portable baseline;
+// only intrinsics and file-local functions are used, so no AVX-512 code can leak into
+// shared inline functions or template instances.
+#include <immintrin.h>
+
+#include "cpu/simd.h"
+#include "cpu/vmath.h"
+
+#if LF_X86_SIMD
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+
+namespace lf {
+namespace {
+
+// exp(x) for x <= 0; exactly 0 below ln(FLT_MIN). NaN lanes are fixed by the callers.
+inline __m512 exp_nonpos(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.3365478515625f);
+  const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  x = _mm512_max_ps(x, lo);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), _mm512_scalef_ps(y, n));
+}
+
+inline __m512 abs_ps(__m512 x) {
+  return _mm512_castsi512_ps(
+      _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff)));
+}
+
+inline __m512 tanh_ps(__m512 x) {
+  const __m512 ax = abs_ps(x);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  // Large |x|: (1 - e) / (1 + e), e = exp(-2|x|), with x's sign.
+  const __m512 e = exp_nonpos(_mm512_mul_ps(ax, _mm512_set1_ps(-2.0f)));
+  __m512 big = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+  big = _mm512_castsi512_ps(_mm512_or_si512(
+      _mm512_castps_si512(big),
+      _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(static_cast<int>(0x80000000u)))));
+  // Small |x|: x + x * z * P(z), z = x^2.
+  const __m512 z = _mm512_mul_ps(x, x);
+  __m512 p = _mm512_set1_ps(-5.70498872745e-3f);
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.06390887954e-2f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.37397155531e-2f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.33314422036e-1f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33332819422e-1f));
+  const __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(x, z), p, x);
+  const __mmask16 is_small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  return _mm512_mask_mov_ps(_mm512_mask_mov_ps(big, is_small, small), nan, x);
+}
+
+inline __m512 sigmoid_ps(__m512 x) {
+  const __m512 e = exp_nonpos(_mm512_sub_ps(_mm512_setzero_ps(), abs_ps(x)));
+  const __m512 r = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+  const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  return _mm512_mask_mov_ps(_mm512_mask_mov_ps(r, neg, _mm512_mul_ps(e, r)), nan, x);
+}
+
+template <__m512 (*F)(__m512)>
+inline void apply(float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, F(_mm512_loadu_ps(y + i)));
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    _mm512_mask_storeu_ps(y + i, m, F(_mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+}  // namespace
+
+void tanh_f32_avx512(float* y, int64_t n) { apply<tanh_ps>(y, n); }
+void sigmoid_f32_avx512(float* y, int64_t n) { apply<sigmoid_ps>(y, n); }
+
+}  // namespace lf
+
+#pragma GCC pop_options
+#endif
