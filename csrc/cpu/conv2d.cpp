@@ -209,8 +209,20 @@ void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
   const int64_t N = s.n, K = s.k, P = s.ohw(), CRS = s.crs(), HW = s.hw(), CHW = s.c * HW;
   const int64_t KCRS = K * CRS;
 
+  bool want_dx = dx && N > 0 && CHW > 0;
+  bool want_dw = dw && KCRS > 0;
+  // The direct kernels (float32 on AVX-512) copy dy anyway (padded for dx, transposed for
+  // dW): when they do all the work, the relu mask and db ride along with those copies.
+  bool direct_dx = false, direct_dw = false;
+  if constexpr (std::is_same_v<T, float>) {
+    const bool live = N > 0 && P > 0 && K > 0;
+    direct_dx = live && want_dx && conv2d_direct_dx_applies(s);
+    direct_dw = live && want_dw && conv2d_direct_dw_applies(s);
+  }
+  const bool fused = direct_dw && (direct_dx || !want_dx);
+
   AlignedBuffer<T> masked;
-  if (relu_y) {  // the fused relu backward: everything below reads the masked gradient
+  if (relu_y && !fused) {  // the relu backward as its own pass; everything below reads it
     const int64_t n = N * K * P;
     T* da = masked.reserve(n);
     const int nt = threads_for(n, n);
@@ -220,9 +232,10 @@ void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
       da[i] = relu_y[i] > T(0) ? d : T(0);
     }
     dy = da;
+    relu_y = nullptr;
   }
 
-  if (db) {
+  if (db && !fused) {
     // One k per iteration, summed over n then p in a fixed order: deterministic for any
     // thread count.
     const int nt = threads_for(N * K * P, K);
@@ -239,8 +252,6 @@ void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
       db[k] = acc;
     }
   }
-  bool want_dx = dx && N > 0 && CHW > 0;
-  bool want_dw = dw && KCRS > 0;
   if (!want_dx && !want_dw) return;
   if (want_dw && (N == 0 || P == 0)) {
     std::fill(dw, dw + KCRS, T(0));
@@ -253,12 +264,12 @@ void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
   }
 
   if constexpr (std::is_same_v<T, float>) {
-    if (want_dx && conv2d_direct_dx_applies(s)) {
-      conv2d_direct_dx(dx, dy, w, s);
+    if (direct_dx) {
+      conv2d_direct_dx(dx, dy, w, s, relu_y);
       want_dx = false;
     }
-    if (want_dw && conv2d_direct_dw_applies(s)) {
-      conv2d_direct_dw(dw, dy, x, s);
+    if (direct_dw) {
+      conv2d_direct_dw(dw, fused ? db : nullptr, dy, x, s, relu_y);
       want_dw = false;
     }
     if (!want_dx && !want_dw) return;

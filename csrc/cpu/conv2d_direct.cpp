@@ -30,10 +30,12 @@ bool direct_common(const Conv2dShape& s) {
 }
 
 // planes (H, W) placed at row/column offset (pt, pl) in zero planes (Hp, Wp), cropped where
-// they stick out (pt, pl may be negative). Returns x itself when that is the identity.
+// they stick out (pt, pl may be negative); with a mask (same shape as x), x passes only where
+// mask > 0. Returns x itself when that is the identity.
 const float* pad_planes(AlignedBuffer<float>& buf, const float* x, int64_t planes, int64_t H,
-                        int64_t W, int64_t Hp, int64_t Wp, int64_t pt, int64_t pl) {
-  if (pt == 0 && pl == 0 && H == Hp && W == Wp) return x;
+                        int64_t W, int64_t Hp, int64_t Wp, int64_t pt, int64_t pl,
+                        const float* mask = nullptr) {
+  if (!mask && pt == 0 && pl == 0 && H == Hp && W == Wp) return x;
   float* d = buf.reserve(planes * Hp * Wp);
   const int64_t j0 = std::max<int64_t>(0, pl), j1 = std::min<int64_t>(Wp, W + pl);
   const int nt = threads_for(planes * Hp * Wp, planes);
@@ -45,7 +47,17 @@ const float* pad_planes(AlignedBuffer<float>& buf, const float* x, int64_t plane
     for (int64_t i = 0; i < Hp; ++i) {
       const int64_t si = i - pt;
       if (si < 0 || si >= H || j1 <= j0) continue;
-      std::memcpy(dp + i * Wp + j0, xp + si * W + (j0 - pl), sizeof(float) * (j1 - j0));
+      if (mask) {
+        const float* src = xp + si * W + (j0 - pl);
+        const float* mk = mask + q * H * W + si * W + (j0 - pl);
+        float* dst = dp + i * Wp + j0;
+        for (int64_t j = 0; j < j1 - j0; ++j) {
+          const float v = src[j];  // unconditional load: a select, not a branch
+          dst[j] = mk[j] > 0.f ? v : 0.f;
+        }
+      } else {
+        std::memcpy(dp + i * Wp + j0, xp + si * W + (j0 - pl), sizeof(float) * (j1 - j0));
+      }
     }
   }
   return d;
@@ -147,12 +159,14 @@ void conv2d_direct_forward(float* y, const float* x, const float* w, const float
               relu);
 }
 
-void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dShape& s,
+                      const float* relu_y) {
   // dx[c, i, j] = sum_{k, r, q} dy[k, i + ph - r, j + pw - q] w[k, c, r, q]: a correlation of
   // dy, shifted by (R-1-ph, S-1-pw) into zero planes, with the rotated, transposed kernel.
   const int64_t Hp = s.h + s.r - 1, Wp = s.w + s.s - 1;
   AlignedBuffer<float> dbuf, wbuf;
-  const float* din = pad_planes(dbuf, dy, s.n * s.k, s.oh, s.ow, Hp, Wp, s.r - 1 - s.ph, s.s - 1 - s.pw);
+  const float* din = pad_planes(dbuf, dy, s.n * s.k, s.oh, s.ow, Hp, Wp, s.r - 1 - s.ph,
+                                s.s - 1 - s.pw, relu_y);
   const int nv = nv_for(s.c);
   const float* wpk = pack_weights(wbuf, s.c, s.k, s.r, s.s, nv, [&](int64_t c, int64_t k, int64_t r, int64_t q) {
     return w[((k * s.c + c) * s.r + (s.r - 1 - r)) * s.s + (s.s - 1 - q)];
@@ -161,7 +175,8 @@ void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dSh
               s.r - 1 - s.ph, s.r - 1 - s.ph + s.oh, false);
 }
 
-void conv2d_direct_dw(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+void conv2d_direct_dw(float* dw, float* db, const float* dy, const float* x, const Conv2dShape& s,
+                      const float* relu_y) {
   const int64_t N = s.n, K = s.k, P = s.ohw(), T = s.crs();
   const int64_t Hp = s.oh + s.r - 1, Wp = s.ow + s.s - 1, plane = Hp * Wp;
   AlignedBuffer<float> xbuf, dbuf, part;
@@ -169,18 +184,61 @@ void conv2d_direct_dw(float* dw, const float* dy, const float* x, const Conv2dSh
   const int nv = nv_for(K);
   const int64_t L = 16 * nv, KB = (K + L - 1) / L, Kp = KB * L;
 
-  // dy as (N, P, Kp): the channels of one pixel become one vector load.
+  // dy as (N, P, Kp): the channels of one pixel become one vector load. The relu mask and
+  // the per-image bias-gradient sums ride along with this copy (db then adds the images in
+  // order, so it is deterministic for any thread count).
   float* dyt = dbuf.reserve(N * P * Kp);
+  AlignedBuffer<float> dbn;
+  if (db) dbn.reserve(N * K);
   {
     const int nt = threads_for(N * P * Kp, N);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < N; ++n) {
       float* dst = dyt + n * P * Kp;
       const float* src = dy + n * K * P;
-      for (int64_t p = 0; p < P; ++p) {
-        for (int64_t k = 0; k < K; ++k) dst[p * Kp + k] = src[k * P + p];
-        for (int64_t k = K; k < Kp; ++k) dst[p * Kp + k] = 0.f;
+      const float* mk = relu_y ? relu_y + n * K * P : nullptr;
+      float* sums = db ? dbn.data() + n * K : nullptr;
+      if (sums) std::fill(sums, sums + K, 0.f);
+      // Blocks of 16 pixels: the mask and the sums work on contiguous rows (vectorised), then
+      // a transpose out of the small L1 tile keeps the writes contiguous too.
+      alignas(64) float tile[16 * 64];
+      for (int64_t p0 = 0; p0 < P; p0 += 16) {
+        const int64_t m = std::min<int64_t>(16, P - p0);
+        for (int64_t k0 = 0; k0 < K; k0 += 64) {
+          const int64_t kn = std::min<int64_t>(64, K - k0);
+          for (int64_t k = 0; k < kn; ++k) {
+            const float* row = src + (k0 + k) * P + p0;
+            float* t = tile + k * 16;
+            if (mk) {
+              const float* mrow = mk + (k0 + k) * P + p0;
+              for (int64_t j = 0; j < m; ++j) {
+                const float v = row[j];  // unconditional load: a select, not a branch
+                t[j] = mrow[j] > 0.f ? v : 0.f;
+              }
+            } else {
+              for (int64_t j = 0; j < m; ++j) t[j] = row[j];
+            }
+            if (sums) {
+              float part = 0.f;
+              for (int64_t j = 0; j < m; ++j) part += t[j];
+              sums[k0 + k] += part;
+            }
+          }
+          for (int64_t j = 0; j < m; ++j) {
+            float* d = dst + (p0 + j) * Kp + k0;
+            for (int64_t k = 0; k < kn; ++k) d[k] = tile[k * 16 + j];
+          }
+        }
+        for (int64_t j = 0; j < m; ++j)
+          for (int64_t k = K; k < Kp; ++k) dst[(p0 + j) * Kp + k] = 0.f;
       }
+    }
+  }
+  if (db) {
+    for (int64_t k = 0; k < K; ++k) {
+      float acc = 0.f;
+      for (int64_t n = 0; n < N; ++n) acc += dbn.data()[n * K + k];
+      db[k] = acc;
     }
   }
   std::vector<int64_t> off(static_cast<size_t>(T));

@@ -37,7 +37,12 @@ bool conv2d_direct_dw_applies(const Conv2dShape& s);
 
 void conv2d_direct_forward(float* y, const float* x, const float* w, const float* b,
                            const Conv2dShape& s, bool relu);
-void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dShape& s);
-void conv2d_direct_dw(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+// relu_y (may be nullptr): the fused relu backward, dy passes only where relu_y > 0; it is
+// applied in the copies these kernels make of dy anyway. db (may be nullptr) is summed from
+// the same copy.
+void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dShape& s,
+                      const float* relu_y);
+void conv2d_direct_dw(float* dw, float* db, const float* dy, const float* x, const Conv2dShape& s,
+                      const float* relu_y);
 
 }  // namespace lf

@@ -22,10 +22,13 @@
 #include <utility>
 
 #include "cpu/gemm_ukernels.h"
+#include "cpu/scratch.h"
 
 namespace lf {
 
 // Grow-only 64-byte aligned scratch; allocated once per call (per thread), never in loops.
+// The memory comes from the per-thread scratch cache (scratch.h), so repeated calls reuse
+// blocks that are already paged in.
 template <typename T>
 class AlignedBuffer {
  public:
@@ -34,11 +37,10 @@ class AlignedBuffer {
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;
   ~AlignedBuffer() { release(); }
   T* reserve(int64_t n) {
-    if (n > cap_) {
+    const size_t bytes = static_cast<size_t>(n) * sizeof(T);
+    if (bytes > cap_) {
       release();
-      p_ = static_cast<T*>(::operator new(static_cast<size_t>(n) * sizeof(T),
-                                          std::align_val_t(64)));
-      cap_ = n;
+      p_ = static_cast<T*>(scratch_acquire(bytes, &cap_));
     }
     return p_;
   }
@@ -46,12 +48,12 @@ class AlignedBuffer {
 
  private:
   void release() {
-    if (p_) ::operator delete(p_, std::align_val_t(64));
+    scratch_release(p_, cap_);
     p_ = nullptr;
     cap_ = 0;
   }
   T* p_ = nullptr;
-  int64_t cap_ = 0;
+  size_t cap_ = 0;
 };
 
 template <typename T>

@@ -584,6 +584,9 @@ def _check_batches(batches: Sequence[int]) -> None:
 
 # ---------------------------------------------------------------------------- timing
 
+SETTLE_S = 0.02  # pause before each sample (see measure_samples)
+
+
 def measure_samples(fns: dict[str, Fn], repeats: int, min_time: float = 1e-3) -> dict[str, list[float]]:
     """Seconds per call of each fn, ``repeats`` samples each.
 
@@ -604,6 +607,10 @@ def measure_samples(fns: dict[str, Fn], repeats: int, min_time: float = 1e-3) ->
     for _ in range(repeats):
         for k, f in fns.items():
             reps = inner[k]
+            # Let the previous implementation's OpenMP workers stop spinning and sleep: two
+            # runtimes (ours, PyTorch's) spinning on two cores at once distort both timings.
+            time.sleep(SETTLE_S)
+            f()
             t0 = time.perf_counter()
             for _ in range(reps):
                 f()
