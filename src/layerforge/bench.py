@@ -747,8 +747,11 @@ def run(batches: Sequence[int] = (32,), op_names: Sequence[str] | None = None, t
         raise ValueError(f"threads must be an int >= 1, got {threads!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
-    be, _ = _backend.resolve(backend, where="bench")
+    # PyTorch before our kernels: its wheel ships its own libgomp.so.1, and whichever of the
+    # two loads first serves both. Ours first, PyTorch's many small parallel regions were
+    # seen to run up to 30x slower after our kernels ran (its RNN step: 2.8 -> 95 ms).
     torch = import_torch() if use_torch else None
+    be, _ = _backend.resolve(backend, where="bench")
     note = None if torch is not None else ("PyTorch is not installed (pip install 'layerforge[torch]')"
                                            if use_torch else "PyTorch disabled (--no-torch)")
     cases = op_cases(batches, [n for n in names if n in OPS]) if any(n in OPS for n in names) else []
