@@ -103,6 +103,8 @@ def _same_dtype(op: str, **arrays: Any) -> np.dtype:
 
 
 def _int(op: str, name: str, v: Any) -> int:
+    if type(v) is int:  # the common case, without the slow ABC checks below
+        return v
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         if isinstance(v, numbers.Real) and not math.isfinite(float(v)):
             raise ValueError(f"{op}: {name} must be a finite integer, got {v!r}")
@@ -111,6 +113,8 @@ def _int(op: str, name: str, v: Any) -> int:
 
 
 def _pair(op: str, name: str, v: Any) -> tuple[int, int]:
+    if type(v) is int:
+        return v, v
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
