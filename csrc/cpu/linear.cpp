@@ -3,21 +3,52 @@
 //   backward  dx = dy w            GEMM M x IN x OUT
 //             dw = dy^T x          GEMM OUT x IN x M  (A = dy^T, a strided view)
 //             db = column sums of dy
-// Every product goes through gemm_parallel, which splits one GEMM over the team only when
+// Every product goes through gemm_parallel (the float32 forward with few rows: the
+// inner-product kernel of linear_avx512.cpp instead), which splits one GEMM over the team only when
 // it is big enough to pay for waking it. The bias is written first and the GEMM
 // accumulates onto it, saving a pass over y.
 #include <algorithm>
+#include <type_traits>
 
 #include "cpu/gemm.h"
+#include "cpu/linear_kernels.h"
 #include "cpu/simd.h"
 #include "ops.h"
 
 namespace lf {
 
+namespace {
+
+// float32 forward on the AVX-512 path: 4 x 4 blocks of dot products (linear_avx512.cpp),
+// OpenMP over the blocks. Worth it while the GEMM's packing of w^T is a large share of the
+// work (few rows); with many rows the packed GEMM reuses its panels better.
+bool linear_forward_dots(float* y, const float* x, const float* w, const float* b,
+                         const LinearShape& s) {
+  const int64_t M = s.m, IN = s.in, OUT = s.out;
+  if (simd_path() != SimdPath::Avx512 || IN < 16 || M > 64) return false;
+  const int64_t mblocks = (M + kDotBlock - 1) / kDotBlock, nblocks = (OUT + kDotBlock - 1) / kDotBlock;
+  const int64_t blocks = mblocks * nblocks;
+  const int nt = threads_for(M * OUT * IN, blocks);  // multiply-adds: tiny layers stay serial
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t q = 0; q < blocks; ++q) {
+    const int64_t i0 = (q / nblocks) * kDotBlock, j0 = (q % nblocks) * kDotBlock;
+    const int mb = static_cast<int>(std::min<int64_t>(kDotBlock, M - i0));
+    const int nb = static_cast<int>(std::min<int64_t>(kDotBlock, OUT - j0));
+    dot_block_avx512(mb, nb)(x + i0 * IN, w + j0 * IN, IN, y + i0 * OUT + j0, OUT,
+                             b ? b + j0 : nullptr);
+  }
+  return true;
+}
+
+}  // namespace
+
 template <typename T>
 void linear_forward_cpu(T* y, const T* x, const T* w, const T* b, const LinearShape& s) {
   const int64_t M = s.m, IN = s.in, OUT = s.out;
   if (M == 0 || OUT == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (linear_forward_dots(y, x, w, b, s)) return;
+  }
   if (b) {
     for (int64_t i = 0; i < M; ++i) std::copy(b, b + OUT, y + i * OUT);
   }
