@@ -49,6 +49,16 @@ template <typename T>
 void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
                          const Conv2dShape& s, const T* relu_y);
 
+// conv -> relu -> 2x2 / stride-2 max pool, fused (conv2d_pool.cpp): y, indices
+// (n, k, oh/2, ow/2) as max_pool2d gives on relu(conv2d(x)); indices index the conv output
+// plane. The backward takes the pooled gradient dy, the forward's indices and pooled y.
+template <typename T>
+void conv2d_relu_pool_forward_cpu(T* y, int64_t* indices, const T* x, const T* w, const T* b,
+                                  const Conv2dShape& s);
+template <typename T>
+void conv2d_relu_pool_backward_cpu(T* dx, T* dw, T* db, const T* dy, const int64_t* indices,
+                                   const T* y, const T* x, const T* w, const Conv2dShape& s);
+
 // ---- pooling ----
 // indices may be nullptr (forward without return_indices).
 template <typename T>

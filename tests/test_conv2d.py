@@ -121,3 +121,81 @@ def test_conv2d_output_shape_matches():
     assert ops.conv2d_output_shape((2, 1, 28, 28), (32, 1, 3, 3)) == (2, 32, 26, 26)
     assert ops.conv2d_output_shape((2, 3, 8, 8), (4, 3, 4, 4), padding="same") == (2, 4, 8, 8)
     assert ops.conv2d_output_shape((1, 1, 10, 10), (1, 1, 3, 3), stride=2, padding=1, dilation=2) == (1, 1, 4, 4)
+
+
+def _pooled_cases():
+    out = []
+    for c in CONV:
+        x, w, _, kw = _case(c, np.float64)
+        oh, ow = ref.conv2d(x, w, None, **kw).shape[2:]
+        if oh >= 2 and ow >= 2:
+            out.append(c)
+    return out
+
+
+POOLED = _pooled_cases()
+
+
+@pytest.mark.parametrize("c", POOLED, ids=[str(c) for c in POOLED])
+def test_conv2d_relu_maxpool_matches_the_three_ops(backend, dtype, c):
+    # The fused op runs the same kernels: bit-identical y and indices to conv -> relu -> pool,
+    # which are themselves checked against the oracle; y is checked against the oracle too.
+    x, w, b, kw = _case(c, dtype)
+    y, idx = ops.conv2d_relu_maxpool(x, w, b, **kw, backend=backend)
+    a = ops.conv2d(x, w, b, **kw, activation="relu", backend=backend)
+    y3, idx3 = ops.max_pool2d(a, 2, return_indices=True, backend=backend)
+    np.testing.assert_array_equal(y, y3)
+    np.testing.assert_array_equal(idx, idx3)
+    assert_close(y, ref.max_pool2d(ref.relu(ref.conv2d(x, w, b, **kw)), 2), dtype, "y")
+
+
+@pytest.mark.parametrize("c", POOLED, ids=[str(c) for c in POOLED])
+def test_conv2d_relu_maxpool_backward(backend, dtype, c):
+    x, w, b, kw = _case(c, dtype)
+    y, idx = ops.conv2d_relu_maxpool(x, w, b, **kw, backend=backend)
+    dy = rand(np.random.default_rng(1), y.shape, dtype)
+    got = ops.conv2d_relu_maxpool_backward(dy, x, w, b, **kw, y=y, indices=idx, backend=backend)
+    # The oracle: the pooled gradient scattered to the argmax where the relu passed it, then
+    # the convolution's backward.
+    n, k, oh, ow = ref.conv2d(x, w, b, **kw).shape
+    full = np.zeros((n * k, oh * ow))
+    src = np.where(y > 0, dy, 0).astype(np.float64).reshape(n * k, (oh // 2) * (ow // 2))
+    for q in range(n * k):
+        np.add.at(full[q], idx.reshape(n * k, -1)[q], src[q])
+    want = ref.conv2d_backward(full.reshape(n, k, oh, ow), x, w, b, **kw)
+    for name, g, r in zip(("dx", "dw", "db"), got, want):
+        if r is not None:
+            assert_close(g, r, dtype, name)
+    dx, dw, db = ops.conv2d_relu_maxpool_backward(dy, x, w, b, **kw, y=y, indices=idx, need_dx=False,
+                                                  backend=backend)
+    assert dx is None
+    assert_close(dw, want[1], dtype, "dw")
+
+
+def test_conv2d_relu_maxpool_errors():
+    x, w, b, kw = _case(CONV[2], np.float32)
+    y, idx = ops.conv2d_relu_maxpool(x, w, b, **kw)
+    with pytest.raises(ValueError, match="smaller than the 2x2 pooling window"):
+        ops.conv2d_relu_maxpool(np.zeros((1, 1, 3, 3), np.float32), np.zeros((1, 1, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="dy must have shape"):
+        ops.conv2d_relu_maxpool_backward(y[:, :1], x, w, b, **kw, y=y, indices=idx)
+    with pytest.raises(TypeError, match="indices must be an integer array"):
+        ops.conv2d_relu_maxpool_backward(y, x, w, b, **kw, y=y, indices=y)
+
+
+def test_conv2d_relu_maxpool_in_chunks(backend, dtype):
+    # Planes big enough that the batch runs in several chunks (about 512 KB of conv output
+    # each), with an odd last chunk: dW and db are summed over the chunks.
+    rng = np.random.default_rng(7)
+    x, w, b = rand(rng, (7, 2, 40, 41), dtype), rand(rng, (64, 2, 3, 3), dtype), rand(rng, (64,), dtype)
+    y, idx = ops.conv2d_relu_maxpool(x, w, b, padding=1, backend=backend)
+    a = ops.conv2d(x, w, b, padding=1, activation="relu", backend=backend)
+    y3, idx3 = ops.max_pool2d(a, 2, return_indices=True, backend=backend)
+    np.testing.assert_array_equal(y, y3)
+    np.testing.assert_array_equal(idx, idx3)
+    dy = rand(rng, y.shape, dtype)
+    got = ops.conv2d_relu_maxpool_backward(dy, x, w, b, padding=1, y=y, indices=idx, backend=backend)
+    da = ops.max_pool2d_backward(dy, a, 2, indices=idx, backend=backend)
+    want = ref.conv2d_backward(np.where(a > 0, da, 0), x, w, b, padding=1)
+    for name, g, r in zip(("dx", "dw", "db"), got, want):
+        assert_close(g, r, dtype, name)

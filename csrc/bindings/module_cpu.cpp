@@ -192,6 +192,70 @@ void conv2d_backward(py::object dx_, py::object dw_, py::object db_, py::object 
   });
 }
 
+// conv -> relu -> 2x2 max pool, fused: y / indices (N, K, OH/2, OW/2) of the conv output
+// (N, K, OH, OW), whose size the caller passes.
+lf::Conv2dShape conv_pool_shape(const Call& c, const py::array& x, const py::array& w,
+                                const py::array& y, int64_t oh, int64_t ow, int64_t sh,
+                                int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  c.at_least(sh, 1, "stride_h"); c.at_least(sw, 1, "stride_w");
+  c.at_least(ph, 0, "padding_h"); c.at_least(pw, 0, "padding_w");
+  c.at_least(dh, 1, "dilation_h"); c.at_least(dw, 1, "dilation_w");
+  c.at_least(oh, 2, "conv output height"); c.at_least(ow, 2, "conv output width");
+  const int64_t N = dim(x, 0), C = dim(x, 1), K = dim(w, 0);
+  c.shape(w, "w", {K, C, dim(w, 2), dim(w, 3)});
+  c.shape(y, "y", {N, K, oh / 2, ow / 2});
+  return lf::Conv2dShape{N, C, dim(x, 2), dim(x, 3), K, dim(w, 2), dim(w, 3),
+                         oh, ow, sh, sw, ph, pw, dh, dw};
+}
+
+void conv2d_relu_pool_forward(py::object y_, py::object idx_, py::object x_, py::object w_,
+                              py::object b_, int64_t oh, int64_t ow, int64_t sh, int64_t sw,
+                              int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  Call c("conv2d_relu_pool_forward");
+  const DT d = c.float_dtype(c.array(x_, "x"), "x");
+  py::array x = c.check(x_, "x", d, 4, false), w = c.check(w_, "w", d, 4, false);
+  py::array y = c.check(y_, "y", d, 4, true), b = c.optional(b_, "b", d, 1, false);
+  py::array idx = c.check(idx_, "indices", DT::I64, 4, true);
+  const lf::Conv2dShape s = conv_pool_shape(c, x, w, y, oh, ow, sh, sw, ph, pw, dh, dw);
+  c.same_shape(idx, "indices", y);
+  if (b) c.shape(b, "b", {s.k});
+  dispatch(d, [&](auto tag) {
+    using T = decltype(tag);
+    T* yp = ptr<T>(y);
+    int64_t* ip = ptr<int64_t>(idx);
+    const T *xp = cptr<T>(x), *wp = cptr<T>(w), *bp = cptr<T>(b);
+    py::gil_scoped_release nogil;
+    lf::conv2d_relu_pool_forward_cpu<T>(yp, ip, xp, wp, bp, s);
+  });
+}
+
+void conv2d_relu_pool_backward(py::object dx_, py::object dw_, py::object db_, py::object dy_,
+                               py::object idx_, py::object y_, py::object x_, py::object w_,
+                               int64_t oh, int64_t ow, int64_t sh, int64_t sw, int64_t ph,
+                               int64_t pw, int64_t dh, int64_t dw) {
+  Call c("conv2d_relu_pool_backward");
+  const DT d = c.float_dtype(c.array(dy_, "dy"), "dy");
+  py::array dy = c.check(dy_, "dy", d, 4, false), y = c.check(y_, "y", d, 4, false);
+  py::array x = c.check(x_, "x", d, 4, false), w = c.check(w_, "w", d, 4, false);
+  py::array idx = c.check(idx_, "indices", DT::I64, 4, false);
+  py::array gx = c.optional(dx_, "dx", d, 4, true), gw = c.optional(dw_, "dw", d, 4, true);
+  py::array gb = c.optional(db_, "db", d, 1, true);
+  const lf::Conv2dShape s = conv_pool_shape(c, x, w, y, oh, ow, sh, sw, ph, pw, dh, dw);
+  c.same_shape(dy, "dy", y);
+  c.same_shape(idx, "indices", y);
+  if (gx) c.same_shape(gx, "dx", x);
+  if (gw) c.same_shape(gw, "dw", w);
+  if (gb) c.shape(gb, "db", {s.k});
+  dispatch(d, [&](auto tag) {
+    using T = decltype(tag);
+    T *gxp = ptr<T>(gx), *gwp = ptr<T>(gw), *gbp = ptr<T>(gb);
+    const T *dyp = cptr<T>(dy), *yp = cptr<T>(y), *xp = cptr<T>(x), *wp = cptr<T>(w);
+    const int64_t* ip = cptr<int64_t>(idx);
+    py::gil_scoped_release nogil;
+    lf::conv2d_relu_pool_backward_cpu<T>(gxp, gwp, gbp, dyp, ip, yp, xp, wp, s);
+  });
+}
+
 // ---- pooling ---------------------------------------------------------------------------
 
 void check_pool_params(const Call& c, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
@@ -606,6 +670,14 @@ PYBIND11_MODULE(_C, m) {
         py::arg("db").none(true), py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("sh"),
         py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw_"),
         py::arg("relu_y").none(true) = py::none());
+  m.def("conv2d_relu_pool_forward", &conv2d_relu_pool_forward, py::arg("y"),
+        py::arg("indices"), py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("oh"),
+        py::arg("ow"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
+        py::arg("dh"), py::arg("dw"));
+  m.def("conv2d_relu_pool_backward", &conv2d_relu_pool_backward, py::arg("dx").none(true),
+        py::arg("dw").none(true), py::arg("db").none(true), py::arg("dy"), py::arg("indices"),
+        py::arg("y"), py::arg("x"), py::arg("w"), py::arg("oh"), py::arg("ow"), py::arg("sh"),
+        py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw_"));
   m.def("max_pool2d_forward", &max_pool2d_forward, py::arg("y"), py::arg("indices").none(true),
         py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
         py::arg("pw"));

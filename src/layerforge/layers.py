@@ -79,6 +79,10 @@ class Layer:
         # False when nothing upstream needs this layer's input gradient (a model's first
         # layer): Conv2D and Dense then skip computing dx and backward returns None.
         self.input_grad = True
+        # Set by Sequential for a Conv2D(relu) followed by a 2x2 MaxPooling2D: the convolution
+        # runs ops.conv2d_relu_maxpool (its forward returns the pooled output) and the pooling
+        # layer passes values and gradients through unchanged.
+        self.pool_fused = False
 
     # -- to override
     def build(self, input_shape: Shape, rng: np.random.Generator) -> None:
@@ -202,6 +206,12 @@ class Conv2D(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False, logits: bool = False) -> np.ndarray:
         xin, pad = self._geometry(x)
+        if self.pool_fused:
+            y, idx = ops.conv2d_relu_maxpool(xin, self.kernel, self.bias, stride=self.strides, padding=pad,
+                                             dilation=self.dilation_rate, backend=self.backend)
+            if training:
+                self._saved = (x, xin, pad, y, idx)
+            return y
         # relu runs fused into the convolution (its output pass and its backward).
         fused = "relu" if self.activation == "relu" and not logits else None
         a = ops.conv2d(xin, self.kernel, self.bias, stride=self.strides, padding=pad,
@@ -212,11 +222,17 @@ class Conv2D(Layer):
         return y
 
     def backward(self, dy: np.ndarray, logits: bool = False) -> np.ndarray:
-        x, xin, pad, y, fused = self._saved
-        da = dy if fused else self._act_backward(dy, y, logits)
-        dx, dw, db = ops.conv2d_backward(da, xin, self.kernel, self.bias, stride=self.strides, padding=pad,
-                                         dilation=self.dilation_rate, need_dx=self.input_grad,
-                                         activation=fused, y=y if fused else None, backend=self.backend)
+        if self.pool_fused:
+            x, xin, pad, y, idx = self._saved
+            dx, dw, db = ops.conv2d_relu_maxpool_backward(
+                dy, xin, self.kernel, self.bias, stride=self.strides, padding=pad, dilation=self.dilation_rate,
+                y=y, indices=idx, need_dx=self.input_grad, backend=self.backend)
+        else:
+            x, xin, pad, y, fused = self._saved
+            da = dy if fused else self._act_backward(dy, y, logits)
+            dx, dw, db = ops.conv2d_backward(da, xin, self.kernel, self.bias, stride=self.strides, padding=pad,
+                                             dilation=self.dilation_rate, need_dx=self.input_grad,
+                                             activation=fused, y=y if fused else None, backend=self.backend)
         self.grads = [dw] + ([db] if self.use_bias else [])
         if dx is not None and xin is not x:
             pt, _, pl, _ = self._pads(x.shape[2], x.shape[3])
@@ -266,6 +282,8 @@ class MaxPooling2D(_Pool2D):
     """Max pooling, Keras (H, W, C) -> (OH, OW, C); internally NCHW."""
 
     def forward(self, x: np.ndarray, training: bool = False, logits: bool = False) -> np.ndarray:
+        if self.pool_fused:  # the previous Conv2D has pooled already
+            return x
         if not training:
             return ops.max_pool2d(x, **self._kw(x), backend=self.backend)
         y, idx = ops.max_pool2d(x, **self._kw(x), return_indices=True, backend=self.backend)
@@ -273,6 +291,8 @@ class MaxPooling2D(_Pool2D):
         return y
 
     def backward(self, dy: np.ndarray, logits: bool = False) -> np.ndarray:
+        if self.pool_fused:
+            return dy
         x, idx = self._saved
         return ops.max_pool2d_backward(dy, x, **self._kw(x), indices=idx, backend=self.backend)
 

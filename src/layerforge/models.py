@@ -78,6 +78,7 @@ class Sequential:
             raise ValueError(f"build: the model is built for inputs {self.input_shape}, not {shape}")
         self.input_shape = shape
         rng = _random.generator()
+        self._fuse_conv_pool()
         for i, layer in enumerate(self.layers):
             layer.input_grad = i > 0  # nothing upstream of the first layer needs its dx
             if not layer.built:
@@ -88,6 +89,19 @@ class Sequential:
                     layer.to_device(cupy.asarray)
             shape = layer.output_shape
         self.built = True
+
+    def _fuse_conv_pool(self) -> None:
+        """Mark each Conv2D(relu) directly followed by a 2x2 / stride-2 'valid' MaxPooling2D to
+        run as one ops.conv2d_relu_maxpool (same results; the full-size activation stays in cache)."""
+        from .layers import Conv2D, MaxPooling2D
+
+        for layer in self.layers:
+            layer.pool_fused = False
+        for conv, pool in zip(self.layers, self.layers[1:]):
+            if (isinstance(conv, Conv2D) and conv.activation == "relu" and type(pool) is MaxPooling2D
+                    and pool.pool_size == (2, 2) and pool.strides == (2, 2) and pool.padding == "valid"
+                    and not conv.pool_fused):
+                conv.pool_fused = pool.pool_fused = True
 
     @property
     def output_shape(self) -> tuple[int, ...] | None:

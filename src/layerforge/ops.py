@@ -32,7 +32,7 @@ Array = np.ndarray
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 __all__ = [
-    "conv2d", "conv2d_backward", "conv2d_output_shape",
+    "conv2d", "conv2d_backward", "conv2d_output_shape", "conv2d_relu_maxpool", "conv2d_relu_maxpool_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "linear", "linear_backward",
     "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
@@ -298,6 +298,70 @@ def conv2d_backward(
         _zero(dx, dwt, db)
     else:
         k.conv2d_backward(dx, dwt, db, dy, x, w, sh, sw, pt, pl, dh, dw, *((y,) if relu else ()))
+    return dx, dwt, db
+
+
+def conv2d_relu_maxpool(
+    x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+    *, backend: str | None = None,
+) -> tuple[Array, Array]:
+    """``max_pool2d(relu(conv2d(x, w, b, ...)), 2, return_indices=True)`` in one call: the
+    documents' Conv2D(relu) -> MaxPooling2D(2) pair. x (N, C, H, W) -> y, indices
+    (N, K, OH // 2, OW // 2), indices into the (N, K, OH, OW) convolution output planes.
+
+    Same results as the three ops; on the host the full-size convolution output stays in
+    cache (the batch runs in chunks). CUDA arrays run the three ops.
+    """
+    op = "conv2d_relu_maxpool"
+    x, w, b, dt = _conv_inputs(op, x, w, b)
+    sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x.shape, w.shape, stride, padding, dilation)
+    if oh < 2 or ow < 2:
+        raise ValueError(f"{op}: the convolution output {(oh, ow)} is smaller than the 2x2 pooling window")
+    k = _kernels(op, backend, x)
+    fused = getattr(k, "conv2d_relu_pool_forward", None)
+    if fused is None:
+        a = conv2d(x, w, b, stride, padding, dilation, activation="relu", backend=backend)
+        return max_pool2d(a, 2, return_indices=True, backend=backend)
+    y = _output(op, None, (x.shape[0], w.shape[0], oh // 2, ow // 2), dt, x)
+    idx = _output(op, None, tuple(y.shape), np.dtype(np.int64), x)
+    if _size(y):
+        fused(y, idx, x, w, b, oh, ow, sh, sw, pt, pl, dh, dw)
+    return y, idx
+
+
+def conv2d_relu_maxpool_backward(
+    dy: Any, x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+    *, y: Any, indices: Any, need_dx: bool = True, backend: str | None = None,
+) -> tuple[Array | None, Array, Array | None]:
+    """(dx, dw, db) of ``conv2d_relu_maxpool`` for dy (N, K, OH // 2, OW // 2), from the
+    forward's pooled ``y`` and ``indices``; ``need_dx=False`` skips dx (returns None)."""
+    op = "conv2d_relu_maxpool_backward"
+    x, w, b, dt = _conv_inputs(op, x, w, b)
+    sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x.shape, w.shape, stride, padding, dilation)
+    if oh < 2 or ow < 2:
+        raise ValueError(f"{op}: the convolution output {(oh, ow)} is smaller than the 2x2 pooling window")
+    shape = (x.shape[0], w.shape[0], oh // 2, ow // 2)
+    dy = _array(op, "dy", dy, 4)
+    y = _array(op, "y", y, 4)
+    _same_dtype(op, x=x, dy=dy, y=y)
+    _expect_shape(op, "dy", dy, shape)
+    _expect_shape(op, "y", y, shape)
+    idx = _indices(op, "indices", indices, x)
+    _expect_shape(op, "indices", idx, shape)
+    k = _kernels(op, backend, x)
+    fused = getattr(k, "conv2d_relu_pool_backward", None)
+    if fused is None:
+        ns = _ns(x)
+        full = ns.empty((x.shape[0], w.shape[0], oh, ow), dt, x)  # only its shape is read
+        da = max_pool2d_backward(relu_backward(dy, y, backend=backend), full, 2, indices=idx, backend=backend)
+        return conv2d_backward(da, x, w, b, stride, padding, dilation, need_dx=need_dx, backend=backend)
+    dx = _output(op, None, x.shape, dt, x) if need_dx else None
+    dwt = _output(op, None, w.shape, dt, x)
+    db = _output(op, None, (w.shape[0],), dt, x) if b is not None else None
+    if _size(x) == 0:
+        _zero(dx, dwt, db)
+    else:
+        fused(dx, dwt, db, dy, idx, y, x, w, oh, ow, sh, sw, pt, pl, dh, dw)
     return dx, dwt, db
 
 
