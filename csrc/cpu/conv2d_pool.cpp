@@ -11,6 +11,10 @@
 //   backward: the pooled gradient is scattered to its argmax (the relu mask is y > 0 there:
 //             the pooled value is the relu output at the argmax) into a zeroed scratch
 //             chunk, whose conv backward adds into dW and db.
+// An odd conv output height or width leaves a last row or column that no pooling window
+// reads: it is never computed (the conv kernels take the output size as given), and its
+// gradient is zero, so the backward skips it too (for the documents' 11x11 conv 2 output,
+// 17% of that layer's work). Indices still count in the full OH x OW plane.
 #include <algorithm>
 #include <cstring>
 
@@ -29,8 +33,16 @@ int64_t chunk_images(const Conv2dShape& s, size_t elem) {
   return std::min(s.n, std::max<int64_t>({fit, int64_t(num_threads()), int64_t(1)}));
 }
 
-Pool2dShape pool_of(const Conv2dShape& s, int64_t n) {
-  return Pool2dShape{n, s.k, s.oh, s.ow, s.oh / 2, s.ow / 2, 2, 2, 2, 2, 0, 0};
+// The conv shape restricted to the rows and columns the pooling windows read.
+Conv2dShape even_part(const Conv2dShape& s) {
+  Conv2dShape e = s;
+  e.oh = s.oh / 2 * 2;
+  e.ow = s.ow / 2 * 2;
+  return e;
+}
+
+Pool2dShape pool_of(const Conv2dShape& e, int64_t n) {
+  return Pool2dShape{n, e.k, e.oh, e.ow, e.oh / 2, e.ow / 2, 2, 2, 2, 2, 0, 0};
 }
 
 }  // namespace
@@ -39,15 +51,21 @@ template <typename T>
 void conv2d_relu_pool_forward_cpu(T* y, int64_t* idx, const T* x, const T* w, const T* b,
                                   const Conv2dShape& s) {
   if (s.n == 0 || s.k == 0 || s.oh < 2 || s.ow < 2) return;
-  const int64_t chunk = chunk_images(s, sizeof(T));
+  const Conv2dShape e = even_part(s);
+  const int64_t chunk = chunk_images(e, sizeof(T));
   const int64_t in_image = s.c * s.hw(), out_image = s.k * (s.oh / 2) * (s.ow / 2);
   AlignedBuffer<T> full;
-  T* conv = full.reserve(chunk * s.k * s.ohw());
+  T* conv = full.reserve(chunk * e.k * e.ohw());
   for (int64_t n0 = 0; n0 < s.n; n0 += chunk) {
-    Conv2dShape sc = s;
+    Conv2dShape sc = e;
     sc.n = std::min(chunk, s.n - n0);
     conv2d_forward_cpu<T>(conv, x + n0 * in_image, w, b, sc, true);
-    max_pool2d_forward_cpu<T>(y + n0 * out_image, idx + n0 * out_image, conv, pool_of(s, sc.n));
+    int64_t* ic = idx + n0 * out_image;
+    max_pool2d_forward_cpu<T>(y + n0 * out_image, ic, conv, pool_of(e, sc.n));
+    if (e.ow != s.ow) {  // offsets into the e.ow-wide planes -> into the OW-wide ones
+      const int64_t m = sc.n * out_image;
+      for (int64_t o = 0; o < m; ++o) ic[o] = ic[o] / e.ow * s.ow + ic[o] % e.ow;
+    }
   }
 }
 
@@ -55,34 +73,37 @@ template <typename T>
 void conv2d_relu_pool_backward_cpu(T* dx, T* dw, T* db, const T* dy, const int64_t* idx,
                                    const T* y, const T* x, const T* w, const Conv2dShape& s) {
   const int64_t KCRS = s.k * s.crs();
-  const int64_t PHW = (s.oh / 2) * (s.ow / 2), OHW = s.ohw();
+  const Conv2dShape e = even_part(s);
+  const int64_t PHW = (s.oh / 2) * (s.ow / 2), OHW = s.ohw(), EHW = e.ohw();
   if (s.n == 0 || s.k == 0 || PHW == 0) {  // no gradient reaches the convolution
     if (dx) std::fill(dx, dx + s.n * s.c * s.hw(), T(0));
     if (dw) std::fill(dw, dw + KCRS, T(0));
     if (db) std::fill(db, db + s.k, T(0));
     return;
   }
-  const int64_t chunk = chunk_images(s, sizeof(T));
+  const int64_t chunk = chunk_images(e, sizeof(T));
   const int64_t in_image = s.c * s.hw(), out_image = s.k * PHW;
   AlignedBuffer<T> full, part;
-  T* dfull = full.reserve(chunk * s.k * OHW);
+  T* dfull = full.reserve(chunk * s.k * EHW);
   T* dw_c = dw ? part.reserve(KCRS + s.k) : nullptr;  // this chunk's dW, then db
   T* db_c = db ? part.reserve(KCRS + s.k) + KCRS : nullptr;
   for (int64_t n0 = 0; n0 < s.n; n0 += chunk) {
-    Conv2dShape sc = s;
+    Conv2dShape sc = e;
     sc.n = std::min(chunk, s.n - n0);
     const int64_t planes = sc.n * s.k;
     const T* dyc = dy + n0 * out_image;
     const int64_t* ic = idx + n0 * out_image;
     const T* yc = y + n0 * out_image;
-    const int nt = threads_for(planes * OHW, planes);
+    const int nt = threads_for(planes * EHW, planes);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t q = 0; q < planes; ++q) {
-      T* d = dfull + q * OHW;
-      std::fill(d, d + OHW, T(0));
+      T* d = dfull + q * EHW;
+      std::fill(d, d + EHW, T(0));
       for (int64_t o = q * PHW; o < (q + 1) * PHW; ++o) {
-        const int64_t i = ic[o];  // out-of-plane indices (only from a bad call) are skipped
-        if (yc[o] > T(0) && i >= 0 && i < OHW) d[i] += dyc[o];
+        const int64_t i = ic[o];
+        const int64_t r = i / s.ow, col = i - r * s.ow;
+        // Indices outside the pooled region (only from a bad direct call) are skipped.
+        if (yc[o] > T(0) && i >= 0 && i < OHW && r < e.oh && col < e.ow) d[r * e.ow + col] += dyc[o];
       }
     }
     const bool first = n0 == 0;
