@@ -21,7 +21,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     import torch
-    import torch.nn as nn
+    from torch import nn
     import torch.nn.functional as F
 
     from layerforge.datasets import fashion_mnist

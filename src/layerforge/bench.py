@@ -50,8 +50,8 @@ from . import _backend, ops
 Fn = Callable[[], object]
 Factory = Callable[[str], Fn]
 
-OPS: tuple[str, ...] = ("conv2d", "max_pool2d", "avg_pool2d", "relu", "linear", "softmax", "log_softmax",
-                        "cross_entropy", "sigmoid", "tanh")
+OPS: tuple[str, ...] = ("conv2d", "conv2d_relu_maxpool", "max_pool2d", "avg_pool2d", "relu", "linear", "softmax",
+                        "log_softmax", "cross_entropy", "sigmoid", "tanh", "rnn")
 TRAIN: tuple[str, ...] = ("train_cnn", "train_rnn")
 TORCH_IMPLS: tuple[str, ...] = ("torch", "torch-cl")
 LOSS_RTOL = 1e-5  # copied weights must give the same first loss to this relative tolerance
@@ -184,7 +184,8 @@ class Case:
         """Short row label: 'conv2d fwd', 'train step'."""
         if self.direction == "step":
             return "train step"
-        return f"{self.op} {'fwd' if self.direction == 'forward' else 'bwd'}"
+        short = {"forward": "fwd", "backward": "bwd", "forward+backward": "fwd+bwd"}
+        return f"{self.op} {short[self.direction]}"
 
     @property
     def unit(self) -> str:
@@ -231,6 +232,106 @@ def _conv_case(name: str, c: int, h: int, w: int, k: int, n: int, direction: str
         return make
 
     return Case("conv2d", direction, f"{name} ({n},{c},{h},{w})", n, "compute", flops, TORCH_IMPLS, setup)
+
+
+def _conv_pool_case(name: str, c: int, h: int, w: int, k: int, n: int, direction: str) -> Case:
+    """conv -> relu -> 2x2 max pool (indices kept), ours fused, PyTorch's three kernels."""
+    oh, ow = h - 2, w - 2
+    fwd = direction == "forward"
+    flops = 2.0 * n * k * oh * ow * c * 9 * (1 if fwd else 2)
+
+    def setup() -> Factory:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+        wt = rng.standard_normal((k, c, 3, 3), dtype=np.float32)
+        b = rng.standard_normal(k, dtype=np.float32)
+        dy = rng.standard_normal((n, k, oh // 2, ow // 2), dtype=np.float32)
+
+        def make(impl: str) -> Fn:
+            if impl in TORCH_IMPLS:
+                torch = _require_torch()
+                aten = torch.ops.aten
+                tx, tw, tdy = (_layout(torch, impl, a) for a in (x, wt, dy))
+                tb = torch.from_numpy(b)
+
+                def forward() -> Any:
+                    a = torch.relu(torch.nn.functional.conv2d(tx, tw, tb))
+                    return a, aten.max_pool2d_with_indices(a, [2, 2], [2, 2])
+
+                if fwd:
+                    return forward
+                a, (_, tidx) = forward()
+
+                def backward() -> Any:  # the three backward kernels autograd would run
+                    da = aten.max_pool2d_with_indices_backward(tdy, a, [2, 2], [2, 2], [0, 0], [1, 1], False, tidx)
+                    da = aten.threshold_backward(da, a, 0)
+                    return aten.convolution_backward(da, tx, tw, [k], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                                                     [True, True, True])
+
+                return backward
+            be = _ours(impl)
+            if fwd:
+                return lambda: ops.conv2d_relu_maxpool(x, wt, b, backend=be)
+            y, ix = ops.conv2d_relu_maxpool(x, wt, b, backend=be)
+            return lambda: ops.conv2d_relu_maxpool_backward(dy, x, wt, b, y=y, indices=ix, backend=be)
+
+        return make
+
+    return Case("conv2d_relu_maxpool", direction, f"{name} ({n},{c},{h},{w})", n, "compute", flops, TORCH_IMPLS,
+                setup)
+
+
+def _rnn_case(n: int, direction: str, steps: int = 28, features: int = 28, units: int = 128) -> Case:
+    """The Elman RNN over a sequence: ours fused, PyTorch's nn.RNN (tanh). PyTorch has no
+    backward kernel of its own for it (autograd runs the unrolled steps), so the second row
+    times forward + backward on both sides."""
+    fwd = direction == "forward"
+    flops = 2.0 * n * steps * (features * units + units * units) * (1 if fwd else 3)
+
+    def setup() -> Factory:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, steps, features), dtype=np.float32)
+        wx = (rng.standard_normal((units, features)) * 0.1).astype(np.float32)
+        wh = (rng.standard_normal((units, units)) * 0.05).astype(np.float32)
+        b = np.zeros(units, np.float32)
+        dhs = rng.standard_normal((n, steps, units), dtype=np.float32)
+
+        def make(impl: str) -> Fn:
+            if impl in TORCH_IMPLS:
+                torch = _require_torch()
+                rnn = torch.nn.RNN(features, units, nonlinearity="tanh", batch_first=True)
+                with torch.no_grad():
+                    rnn.weight_ih_l0.copy_(torch.from_numpy(wx))
+                    rnn.weight_hh_l0.copy_(torch.from_numpy(wh))
+                    rnn.bias_ih_l0.zero_()
+                    rnn.bias_hh_l0.zero_()
+                tx, tdhs = torch.from_numpy(x), torch.from_numpy(dhs)
+                if fwd:
+                    def forward() -> Any:
+                        with torch.no_grad():
+                            return rnn(tx)
+                    return forward
+
+                def both() -> Any:
+                    xs = tx.requires_grad_(True)
+                    out, _ = rnn(xs)
+                    out.backward(tdhs)
+                    return out
+
+                return both
+            be = _ours(impl)
+            if fwd:
+                return lambda: ops.rnn(x, wx, wh, b, activation="tanh", backend=be)
+
+            def ours_both() -> Any:
+                hs = ops.rnn(x, wx, wh, b, activation="tanh", backend=be)
+                return ops.rnn_backward(dhs, x, wx, wh, b, activation="tanh", hs=hs, backend=be)
+
+            return ours_both
+
+        return make
+
+    return Case("rnn", direction, f"({n},{steps},{features})->{units}", n, "compute", flops, ("torch",), setup)
 
 
 def _pool_case(kind: str, c: int, h: int, w: int, n: int, direction: str) -> Case:
@@ -405,6 +506,8 @@ def op_cases(batches: Sequence[int] = (32,), op_names: Sequence[str] | None = No
     for n in batches:
         for d in dirs:
             out += [_conv_case("conv1", 1, 28, 28, 32, n, d), _conv_case("conv2", 32, 13, 13, 64, n, d)]
+        for d in dirs:
+            out += [_conv_pool_case("conv1", 1, 28, 28, 32, n, d), _conv_pool_case("conv2", 32, 13, 13, 64, n, d)]
         for kind in ("max", "avg"):
             for d in dirs:
                 out += [_pool_case(kind, 32, 26, 26, n, d), _pool_case(kind, 64, 11, 11, n, d)]
@@ -417,6 +520,7 @@ def op_cases(batches: Sequence[int] = (32,), op_names: Sequence[str] | None = No
         out += [_cross_entropy_case(n, 10, d) for d in dirs]
         for op in ("sigmoid", "tanh"):
             out += [_rowwise_case(op, (n, 128), d) for d in dirs]
+        out += [_rnn_case(n, d) for d in ("forward", "forward+backward")]
     return [c for c in out if c.op in wanted]
 
 
