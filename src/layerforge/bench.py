@@ -94,14 +94,18 @@ def simd_paths() -> list[str]:
 
 
 def cpp_impls() -> list[str]:
-    """'cpp' and one 'cpp:<path>' per lower SIMD path this CPU supports (the kernel versions)."""
-    return ["cpp"] + [f"cpp:{p}" for p in simd_paths()]
+    """'cpp' and one 'cpp:<path>' per lower SIMD path this CPU supports, plus 'cpp:im2col' (the
+    im2col + GEMM convolution) where the direct AVX-512 convolution runs: the kernel versions."""
+    c = _backend.load("cpp")
+    im2col = ["cpp:im2col"] if c is not None and hasattr(c, "set_conv_algorithm") and c.simd_path() == "avx512" else []
+    return ["cpp"] + [f"cpp:{p}" for p in simd_paths()] + im2col
 
 
 @contextlib.contextmanager
 def simd_path(path: str | None) -> Iterator[None]:
-    """Run the C++ kernels on SIMD path ``path`` ('scalar', 'avx2', 'avx512') inside the block;
-    None leaves the path alone. Raises ValueError for a path this CPU or build lacks."""
+    """Run the C++ kernels on SIMD path ``path`` ('scalar', 'avx2', 'avx512') inside the block,
+    or with the im2col + GEMM convolution ('im2col'); None leaves the kernels alone. Raises
+    ValueError for a path this CPU or build lacks."""
     if not path:
         yield
         return
@@ -109,6 +113,13 @@ def simd_path(path: str | None) -> Iterator[None]:
     if c is None:
         raise RuntimeError(f"simd_path({path!r}): the C++ backend is not available: "
                            f"{_backend.unavailable_reason('cpp')}")
+    if path == "im2col":
+        c.set_conv_algorithm("im2col")
+        try:
+            yield
+        finally:
+            c.set_conv_algorithm("auto")
+        return
     supported = list(c.supported_simd_paths())
     if path not in supported:
         raise ValueError(f"simd_path: expected one of {supported}, got {path!r}")
