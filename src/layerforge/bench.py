@@ -623,10 +623,15 @@ def _train_case(kind: str, n: int) -> Case:
     flops = _cnn_step_flops(n) if kind == "cnn" else _rnn_step_flops(n)
 
     def setup() -> Factory:
-        rng = np.random.default_rng(0)
+        # Real images: the embedded Fashion-MNIST sample (5,000 training images), scaled to
+        # [0, 1] as the training scripts do; repeated when the batch is larger.
+        from .datasets import fashion_mnist
+
+        (images, labels), _ = fashion_mnist.load_sample()
+        take = np.arange(n) % len(images)
         shape = (n, 28, 28, 1) if kind == "cnn" else (n, 28, 28)
-        x = rng.random(shape, dtype=np.float32)
-        y = rng.integers(0, 10, n)
+        x = (images[take] / np.float32(255)).astype(np.float32).reshape(shape)
+        y = labels[take].astype(np.int64)
         weights = layerforge_model(kind).get_weights()
         ours_loss: list[float] = []
 
