@@ -93,13 +93,28 @@ inline void load16(const float* p, int64_t cols, __m256& lo, __m256& hi) {
     hi = _mm256_maskload_ps(p + 8, first_lanes(cols - 8));
   }
 }
+// Partial stores go through a stack copy: vmaskmov stores are microcoded on AMD CPUs (tens
+// of cycles each), which made the short rows of small planes several times slower.
+inline void store_first(float* p, int64_t n, __m256 v) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  for (int64_t i = 0; i < n; ++i) p[i] = t[i];
+}
+inline void store_first(int64_t* p, int64_t n, __m256i lo, __m256i hi) {
+  alignas(32) int64_t t[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), lo);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t + 4), hi);
+  for (int64_t i = 0; i < n; ++i) p[i] = t[i];
+}
 inline void store16(float* p, int64_t cols, __m256 lo, __m256 hi) {
   if (cols >= 16) {
     _mm256_storeu_ps(p, lo);
     _mm256_storeu_ps(p + 8, hi);
+  } else if (cols > 8) {
+    _mm256_storeu_ps(p, lo);
+    store_first(p + 8, cols - 8, hi);
   } else {
-    _mm256_maskstore_ps(p, first_lanes(cols), lo);
-    _mm256_maskstore_ps(p + 8, first_lanes(cols - 8), hi);
+    store_first(p, cols, lo);
   }
 }
 inline void block8(const float* p0, const float* p1, int64_t cols, __m256i ia, __m256i down,
@@ -133,12 +148,8 @@ void max2x2_row_avx2(float* yr, int64_t* ir, const float* r0, const float* r1, i
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + ow + 4), widen_hi(idx));
       }
     } else {
-      const __m256i k = first_lanes(n);
-      _mm256_maskstore_ps(yr + ow, k, m);
-      if (ir) {
-        _mm256_maskstore_epi64(reinterpret_cast<long long*>(ir + ow), widen_lo(k), widen_lo(idx));
-        _mm256_maskstore_epi64(reinterpret_cast<long long*>(ir + ow + 4), widen_hi(k), widen_hi(idx));
-      }
+      store_first(yr + ow, n, m);
+      if (ir) store_first(ir + ow, n, widen_lo(idx), widen_hi(idx));
     }
   }
 }
@@ -158,7 +169,7 @@ void avg2x2_row_avx2(float* yr, const float* r0, const float* r1, int64_t ow_end
     if (n >= 8) {
       _mm256_storeu_ps(yr + ow, y);
     } else {
-      _mm256_maskstore_ps(yr + ow, first_lanes(n), y);
+      store_first(yr + ow, n, y);
     }
   }
 }
