@@ -183,19 +183,22 @@ def test_conv2d_relu_maxpool_errors():
         ops.conv2d_relu_maxpool_backward(y, x, w, b, **kw, y=y, indices=y)
 
 
-def test_conv2d_relu_maxpool_in_chunks(backend, dtype):
+@pytest.mark.parametrize("stride", [1, 2], ids=["sparse-backward", "dense-backward"])
+def test_conv2d_relu_maxpool_in_chunks(backend, dtype, stride):
     # Planes big enough that the batch runs in several chunks (about 512 KB of conv output
-    # each), with an odd last chunk: dW and db are summed over the chunks.
+    # each), with an odd last chunk: dW and db are summed over the chunks. Stride 1 (8 input
+    # channels) takes the sparse backward (from the non-zero pooled gradients, images split
+    # over the threads), stride 2 the dense one.
     rng = np.random.default_rng(7)
-    x, w, b = rand(rng, (7, 2, 40, 41), dtype), rand(rng, (64, 2, 3, 3), dtype), rand(rng, (64,), dtype)
-    y, idx = ops.conv2d_relu_maxpool(x, w, b, padding=1, backend=backend)
-    a = ops.conv2d(x, w, b, padding=1, activation="relu", backend=backend)
+    x, w, b = rand(rng, (7, 8, 40, 41), dtype), rand(rng, (64, 8, 3, 3), dtype), rand(rng, (64,), dtype)
+    y, idx = ops.conv2d_relu_maxpool(x, w, b, stride, padding=1, backend=backend)
+    a = ops.conv2d(x, w, b, stride, padding=1, activation="relu", backend=backend)
     y3, idx3 = ops.max_pool2d(a, 2, return_indices=True, backend=backend)
     np.testing.assert_array_equal(y, y3)
     np.testing.assert_array_equal(idx, idx3)
     dy = rand(rng, y.shape, dtype)
-    got = ops.conv2d_relu_maxpool_backward(dy, x, w, b, padding=1, y=y, indices=idx, backend=backend)
+    got = ops.conv2d_relu_maxpool_backward(dy, x, w, b, stride, padding=1, y=y, indices=idx, backend=backend)
     da = ops.max_pool2d_backward(dy, a, 2, indices=idx, backend=backend)
-    want = ref.conv2d_backward(np.where(a > 0, da, 0), x, w, b, padding=1)
+    want = ref.conv2d_backward(np.where(a > 0, da, 0), x, w, b, stride, padding=1)
     for name, g, r in zip(("dx", "dw", "db"), got, want):
         assert_close(g, r, dtype, name)
