@@ -49,12 +49,7 @@ def _array(op: str, name: str, a: Any, ndim: int | tuple[int, ...] | None = None
     or a TypeError/ValueError naming op and argument."""
     if type(a) is np.ndarray and a.dtype in _FLOATS and a.flags.c_contiguous and (ndim is None or a.ndim == ndim):
         return a  # the common case, checked with no further calls (per-op overhead matters)
-    if a is None:
-        raise TypeError(f"{op}: {name} must be an array, got None")
-    try:
-        ns = _device.namespace(a)
-    except TypeError as exc:
-        raise TypeError(f"{op}: {name}: {exc}") from None
+    ns = _kind(op, name, a)
     arr = ns.asarray(a)
     dt = ns.dtype(arr)
     if dt not in _FLOATS:
@@ -65,6 +60,16 @@ def _array(op: str, name: str, a: Any, ndim: int | tuple[int, ...] | None = None
             want = " or ".join(f"{d}-D" for d in allowed)
             raise ValueError(f"{op}: {name} must be {want}, got shape {tuple(arr.shape)} ({arr.ndim}-D)")
     return ns.contiguous(arr)
+
+
+def _kind(op: str, name: str, a: Any) -> type:
+    """The array kind (_device namespace) of argument ``name``, or a TypeError naming it."""
+    if a is None:
+        raise TypeError(f"{op}: {name} must be an array, got None")
+    try:
+        return _device.namespace(a)
+    except TypeError as exc:
+        raise TypeError(f"{op}: {name}: {exc}") from None
 
 
 def _ns(a: Any) -> type:
@@ -742,12 +747,7 @@ def tanh_backward(
 
 def _inplace(op: str, name: str, a: Any) -> Any:
     """An array updated in place: it must already be a writeable C-contiguous float array."""
-    if a is None:
-        raise TypeError(f"{op}: {name} must be an array, got None")
-    try:
-        ns = _device.namespace(a)
-    except TypeError as exc:
-        raise TypeError(f"{op}: {name}: {exc}") from None
+    ns = _kind(op, name, a)
     if ns.dtype(a) not in _FLOATS:
         raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {ns.dtype(a)}")
     if not ns.is_contiguous(a):
