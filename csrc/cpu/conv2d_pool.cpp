@@ -3,14 +3,15 @@
 //   x (N, C, H, W), w (K, C, R, S), b (K,) -> conv (N, K, OH, OW) -> relu -> pool ->
 //   y, indices (N, K, OH/2, OW/2); indices are offsets h*OW + w into the conv output plane,
 //   as max_pool2d's.
-// The same kernels run as for the three ops in sequence, so the results are theirs (dW and
-// db are summed chunk by chunk, a fixed order). What changes is the memory traffic: the
-// batch runs in chunks whose full-size convolution output or gradient (per-thread scratch,
-// scratch.h) stays in cache, so the full-size tensors never go to memory:
-//   forward : conv + relu of a chunk into scratch, then pooled from there;
-//   backward: the pooled gradient is scattered to its argmax (the relu mask is y > 0 there:
-//             the pooled value is the relu output at the argmax) into a zeroed scratch
-//             chunk, whose conv backward adds into dW and db.
+// forward : the same kernels as the three ops in sequence (bit-identical y and indices), run
+//           over the batch in chunks whose full-size conv output (per-thread scratch,
+//           scratch.h) stays in cache: conv + relu of a chunk, then pooled from there.
+// backward: each pooled gradient reaches one conv output (its argmax), and only where the relu
+//           passed it (y > 0: the pooled value is the relu output at the argmax). With stride
+//           1 and at least 8 input channels, the sparse kernel (conv2d_pool_sparse.inc) works
+//           from those non-zeros alone: at most a quarter of the dense work. Otherwise the
+//           gradient is scattered into a zeroed scratch chunk whose dense conv backward adds
+//           into dW and db (chunk by chunk, a fixed order).
 // An odd conv output height or width leaves a last row or column that no pooling window
 // reads: it is never computed (the conv kernels take the output size as given), and its
 // gradient is zero, so the backward skips it too (for the documents' 11x11 conv 2 output,
