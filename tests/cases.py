@@ -31,6 +31,7 @@ CONV = [
     (2, 24, 6, 30, 40, 3, 3, 1, (2, 1), 1, True),
     (1, 8, 6, 6, 80, 3, 3, 1, 0, 1, True),
     (1, 16, 4, 5, 16, 2, 2, 1, 2, 1, False),
+    (2, 1, 9, 12, 20, 3, 3, 1, 0, 1, True),          # one channel, 20 filters (a partial lane block), odd output
 ]
 
 # pool: (N, C, H, W, kernel, stride, padding)
