@@ -30,12 +30,13 @@
 
 namespace lf {
 
-// conv2d_pool_avx512.cpp, float32 on the AVX-512 path: the forward of one pooled row for one
-// input channel (y, idx (K, PH, PW) of an image; wt (R*S, Kp) and bias (Kp) zero-padded to
-// Kp = 16-lane blocks), and the sparse backward kernel.
-void conv1_pool_row_avx512(float* y, int64_t* idx, const float* xn, int64_t W, const float* wt,
-                           const float* bias, int64_t K, int64_t Kp, int64_t R, int64_t S,
-                           int64_t ph, int64_t PW, int64_t PHW, int64_t OW);
+// conv2d_pool_avx512.cpp, float32 on the AVX-512 path: the forward of one pooled row (y, idx
+// (K, PH, PW) of an image whose planes xn are HW apart; wt (C*R*S, Kp) and bias (Kp)
+// zero-padded to Kp, a multiple of 16), and the sparse backward kernel.
+void conv_pool_row_avx512(float* y, int64_t* idx, const float* xn, int64_t HW, int64_t W,
+                          const float* wt, const float* bias, int64_t K, int64_t Kp, int64_t C,
+                          int64_t R, int64_t S, int64_t ph, int64_t PW, int64_t PHW,
+                          int64_t OW);
 void conv_pool_sparse_f32_avx512(float* dxh, float* dwt, float* dbt, const float* dy,
                                  const int64_t* idx, const float* y, const float* xh,
                                  const float* wt, int64_t n0, int64_t n1, int64_t K, int64_t C,
@@ -159,34 +160,36 @@ bool sparse_backward(T* dx, T* dw, T* db, const T* dy, const int64_t* idx, const
 
 }  // namespace
 
-// One input channel, no padding, stride and dilation 1 (the first layer), float32 on AVX-512:
-// conv + bias + relu + pool of each 2x2 window in registers, 16 output channels at a time,
-// the same arithmetic in the same order as the im2col path, so the same bits. Returns false
+// No padding, stride and dilation 1, float32 on AVX-512: conv + bias + relu + pool of each
+// 2x2 window in registers, up to 64 output channels at a time, with the same arithmetic in
+// the same order as the im2col path for one input channel (so the same bits there; the
+// direct kernels' order otherwise, also the same). No full-size output at all. Returns false
 // where it does not apply.
 template <typename T>
-bool conv1_pool_forward(T* y, int64_t* idx, const T* x, const T* w, const T* b,
-                        const Conv2dShape& s) {
+bool pooled_forward(T* y, int64_t* idx, const T* x, const T* w, const T* b,
+                    const Conv2dShape& s) {
   if constexpr (!std::is_same_v<T, float>) {
     return false;
   } else {
-    if (s.c != 1 || s.sh != 1 || s.sw != 1 || s.dh != 1 || s.dw != 1 || s.ph != 0 || s.pw != 0 ||
-        s.k < 8 || simd_path() != SimdPath::Avx512 || s.oh + s.r - 1 > s.h || s.ow + s.s - 1 > s.w)
+    if (s.sh != 1 || s.sw != 1 || s.dh != 1 || s.dw != 1 || s.ph != 0 || s.pw != 0 ||
+        s.k < 8 || simd_path() != SimdPath::Avx512 || conv_algo() != ConvAlgo::Auto ||
+        s.oh + s.r - 1 > s.h || s.ow + s.s - 1 > s.w)
       return false;
-    const int64_t K = s.k, Kp = (K + 15) / 16 * 16, RS = s.r * s.s;
+    const int64_t K = s.k, Kp = (K + 15) / 16 * 16, CRS = s.crs();
     const int64_t PH = s.oh / 2, PW = s.ow / 2, PHW = PH * PW;
     AlignedBuffer<float> wbuf, bbuf;
-    float* wt = wbuf.reserve(RS * Kp);
+    float* wt = wbuf.reserve(CRS * Kp);
     float* bias = bbuf.reserve(Kp);
-    for (int64_t t = 0; t < RS; ++t)
-      for (int64_t k = 0; k < Kp; ++k) wt[t * Kp + k] = k < K ? w[k * RS + t] : 0.f;
+    for (int64_t t = 0; t < CRS; ++t)
+      for (int64_t k = 0; k < Kp; ++k) wt[t * Kp + k] = k < K ? w[k * CRS + t] : 0.f;
     for (int64_t k = 0; k < Kp; ++k) bias[k] = b && k < K ? b[k] : 0.f;
     const int64_t items = s.n * PH;
-    const int nt = threads_for(items * PW * Kp * RS * 4, items);
+    const int nt = threads_for(items * PW * Kp * CRS * 4, items);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t n = it / PH, ph = it % PH;
-      conv1_pool_row_avx512(y + n * K * PHW, idx + n * K * PHW, x + n * s.hw(), s.w, wt, bias, K,
-                            Kp, s.r, s.s, ph, PW, PHW, s.ow);
+      conv_pool_row_avx512(y + n * K * PHW, idx + n * K * PHW, x + n * s.c * s.hw(), s.hw(), s.w,
+                           wt, bias, K, Kp, s.c, s.r, s.s, ph, PW, PHW, s.ow);
     }
     return true;
   }
@@ -196,7 +199,7 @@ template <typename T>
 void conv2d_relu_pool_forward_cpu(T* y, int64_t* idx, const T* x, const T* w, const T* b,
                                   const Conv2dShape& s) {
   if (s.n == 0 || s.k == 0 || s.oh < 2 || s.ow < 2) return;
-  if (conv1_pool_forward(y, idx, x, w, b, s)) return;
+  if (pooled_forward(y, idx, x, w, b, s)) return;
   const Conv2dShape e = even_part(s);
   const int64_t chunk = chunk_images(e, sizeof(T));
   const int64_t in_image = s.c * s.hw(), out_image = s.k * (s.oh / 2) * (s.ow / 2);
