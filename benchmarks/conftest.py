@@ -54,7 +54,7 @@ def run_case(benchmark) -> Callable[[bench.Case, str], None]:
         benchmark.group = case.name
         benchmark.extra_info.update(op=case.op, shape=case.shape, direction=case.direction, batch=case.batch,
                                     impl=impl, bound=case.bound, work=case.work, unit=case.unit)
-        with bench.simd_path(path):
+        with bench.kernel_version(path):
             fn = case.setup()(impl)
             fn()
             benchmark(fn)

@@ -285,7 +285,7 @@ void conv2d_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
   // dW is computed as dW (K x CRS) = dy_n col_n^T or as dW^T (CRS x K) = col_n dy_n^T,
   // whichever wastes fewer lanes in the padded MR x NR tiles: with few taps (CRS = 9 for a
   // 3x3 conv on one channel) the first fills 9 of 32 columns, the second 9 of 16 rows.
-  const auto fill = [](int64_t n, int64_t w) { return double(n) / double(round_up(n, w)); };
+  const auto fill = [](int64_t n, int64_t tile) { return double(n) / double(round_up(n, tile)); };
   const bool dw_t = fill(CRS, uk.mr) * fill(K, uk.nr) > fill(K, uk.mr) * fill(CRS, uk.nr);
 
   const int nt = threads_for(2 * N * K * P * std::max<int64_t>(CRS, 1), N);

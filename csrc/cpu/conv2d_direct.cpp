@@ -219,9 +219,9 @@ void conv2d_direct_dw(float* dw, float* db, const float* dy, const float* x, con
               for (int64_t j = 0; j < m; ++j) t[j] = row[j];
             }
             if (sums) {
-              float part = 0.f;
-              for (int64_t j = 0; j < m; ++j) part += t[j];
-              sums[k0 + k] += part;
+              float row_sum = 0.f;
+              for (int64_t j = 0; j < m; ++j) row_sum += t[j];
+              sums[k0 + k] += row_sum;
             }
           }
           for (int64_t j = 0; j < m; ++j) {

@@ -19,7 +19,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
 
 #include "cpu/gemm.h"
@@ -261,7 +260,7 @@ void conv2d_relu_pool_backward_cpu(T* dx, T* dw, T* db, const T* dy, const int64
                            first ? db : db_c, dfull, x + n0 * in_image, w, sc, nullptr);
     if (!first) {
       if (dw)
-        for (int64_t e = 0; e < KCRS; ++e) dw[e] += dw_c[e];
+        for (int64_t i = 0; i < KCRS; ++i) dw[i] += dw_c[i];
       if (db)
         for (int64_t k = 0; k < s.k; ++k) db[k] += db_c[k];
     }

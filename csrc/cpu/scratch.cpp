@@ -64,15 +64,4 @@ void scratch_release(void* p, size_t capacity) {
   }
 }
 
-size_t scratch_trim() {
-  Cache& c = cache();
-  size_t freed = 0;
-  for (int i = 0; i < c.n; ++i) {
-    freed += c.blocks[i].cap;
-    free_block(c.blocks[i]);
-  }
-  c.n = 0;
-  return freed;
-}
-
 }  // namespace lf

@@ -17,7 +17,5 @@ constexpr int kScratchKeep = 16;
 void* scratch_acquire(size_t bytes, size_t* capacity);
 // Gives a block from scratch_acquire back (to this thread's cache).
 void scratch_release(void* p, size_t capacity);
-// Frees every block cached by the calling thread; returns the bytes freed.
-size_t scratch_trim();
 
 }  // namespace lf

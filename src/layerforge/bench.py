@@ -102,7 +102,7 @@ def cpp_impls() -> list[str]:
 
 
 @contextlib.contextmanager
-def simd_path(path: str | None) -> Iterator[None]:
+def kernel_version(path: str | None) -> Iterator[None]:
     """Run the C++ kernels on SIMD path ``path`` ('scalar', 'avx2', 'avx512') inside the block,
     or with the im2col + GEMM convolution ('im2col'); None leaves the kernels alone. Raises
     ValueError for a path this CPU or build lacks."""
@@ -111,7 +111,7 @@ def simd_path(path: str | None) -> Iterator[None]:
         return
     c = _backend.load("cpp")
     if c is None:
-        raise RuntimeError(f"simd_path({path!r}): the C++ backend is not available: "
+        raise RuntimeError(f"kernel_version({path!r}): the C++ backend is not available: "
                            f"{_backend.unavailable_reason('cpp')}")
     if path == "im2col":
         c.set_conv_algorithm("im2col")
@@ -122,7 +122,7 @@ def simd_path(path: str | None) -> Iterator[None]:
         return
     supported = list(c.supported_simd_paths())
     if path not in supported:
-        raise ValueError(f"simd_path: expected one of {supported}, got {path!r}")
+        raise ValueError(f"kernel_version: expected one of {supported}, got {path!r}")
     old = c.simd_path()
     c.set_simd_path(path)
     try:
