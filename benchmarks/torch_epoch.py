@@ -21,8 +21,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     from layerforge.datasets import fashion_mnist
 
