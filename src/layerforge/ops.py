@@ -306,6 +306,14 @@ def conv2d_backward(
     return dx, dwt, db
 
 
+def _conv_pool_params(op: str, x: Array, w: Array, stride: Any, padding: Any, dilation: Any):
+    """The convolution's (sh, sw, top pad, left pad, dh, dw, oh, ow); its output must hold a 2x2 window."""
+    sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x.shape, w.shape, stride, padding, dilation)
+    if oh < 2 or ow < 2:
+        raise ValueError(f"{op}: the convolution output {(oh, ow)} is smaller than the 2x2 pooling window")
+    return sh, sw, pt, pl, dh, dw, oh, ow
+
+
 def conv2d_relu_maxpool(
     x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
     *, backend: str | None = None,
@@ -319,9 +327,7 @@ def conv2d_relu_maxpool(
     """
     op = "conv2d_relu_maxpool"
     x, w, b, dt = _conv_inputs(op, x, w, b)
-    sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x.shape, w.shape, stride, padding, dilation)
-    if oh < 2 or ow < 2:
-        raise ValueError(f"{op}: the convolution output {(oh, ow)} is smaller than the 2x2 pooling window")
+    sh, sw, pt, pl, dh, dw, oh, ow = _conv_pool_params(op, x, w, stride, padding, dilation)
     k = _kernels(op, backend, x)
     fused = getattr(k, "conv2d_relu_pool_forward", None)
     if fused is None:
@@ -342,9 +348,7 @@ def conv2d_relu_maxpool_backward(
     forward's pooled ``y`` and ``indices``; ``need_dx=False`` skips dx (returns None)."""
     op = "conv2d_relu_maxpool_backward"
     x, w, b, dt = _conv_inputs(op, x, w, b)
-    sh, sw, pt, _, pl, _, dh, dw, oh, ow = _conv_params(op, x.shape, w.shape, stride, padding, dilation)
-    if oh < 2 or ow < 2:
-        raise ValueError(f"{op}: the convolution output {(oh, ow)} is smaller than the 2x2 pooling window")
+    sh, sw, pt, pl, dh, dw, oh, ow = _conv_pool_params(op, x, w, stride, padding, dilation)
     shape = (x.shape[0], w.shape[0], oh // 2, ow // 2)
     dy = _array(op, "dy", dy, 4)
     y = _array(op, "y", y, 4)
