@@ -668,11 +668,11 @@ def _k_tanh_bwd(dx, dy, y):
 
 
 def relu_forward(y: Array, x: Array) -> None:
-    _k_relu_fwd(y, x)
+    _k_relu_fwd(y.reshape(-1), x.reshape(-1))
 
 
 def relu_backward(dx: Array, dy: Array, x: Array) -> None:
-    _k_relu_bwd(dx, dy, x)
+    _k_relu_bwd(dx.reshape(-1), dy.reshape(-1), x.reshape(-1))
 
 
 def sigmoid_forward(y: Array, x: Array) -> None:
@@ -680,11 +680,11 @@ def sigmoid_forward(y: Array, x: Array) -> None:
     np.abs(x, out=y)
     np.negative(y, out=y)
     np.exp(y, out=y)
-    _k_sigmoid_finish(y, x)
+    _k_sigmoid_finish(y.reshape(-1), x.reshape(-1))
 
 
 def sigmoid_backward(dx: Array, dy: Array, y: Array) -> None:
-    _k_sigmoid_bwd(dx, dy, y)
+    _k_sigmoid_bwd(dx.reshape(-1), dy.reshape(-1), y.reshape(-1))
 
 
 def tanh_forward(y: Array, x: Array) -> None:
@@ -692,7 +692,7 @@ def tanh_forward(y: Array, x: Array) -> None:
 
 
 def tanh_backward(dx: Array, dy: Array, y: Array) -> None:
-    _k_tanh_bwd(dx, dy, y)
+    _k_tanh_bwd(dx.reshape(-1), dy.reshape(-1), y.reshape(-1))
 
 
 # ---------------------------------------------------------------------------- optimiser updates
