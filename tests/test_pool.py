@@ -78,3 +78,23 @@ def test_max_pool2d_overlapping_windows_accumulate(backend):
     x[0, 0, 1, 1] = 10.0  # the centre is the max of all four 2x2 windows (stride 1)
     dx = ops.max_pool2d_backward(np.ones((1, 1, 2, 2)), x, 2, stride=1, backend=backend)
     assert dx[0, 0, 1, 1] == 4.0 and dx.sum() == 4.0
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 11, 11), (1, 2, 8, 36)])
+def test_max_pool2d_backward_foreign_indices(backend, dtype, shape):
+    # Indices are the caller's to give: ones outside their own window (here all pointing at
+    # a plane's first or last element) must be scattered there, as documented, not dropped.
+    rng = np.random.default_rng(3)
+    x = rand(rng, shape, dtype)
+    n, c, h, w = shape
+    dy = rand(rng, (n, c, h // 2, w // 2), dtype)
+    idx = np.zeros(dy.shape, np.int64)
+    idx[1:] = h * w - 1
+    idx[0, 0, 0, 0] = 0  # one plane where only some windows disagree
+    idx[0, 0, -1, -1] = (h // 2 * 2 - 1) * w + (w // 2 * 2 - 1)  # its own window's last input
+    want = np.zeros((n * c, h * w), np.float64)
+    flat_dy, flat_idx = dy.reshape(n * c, -1), idx.reshape(n * c, -1)
+    for pl in range(n * c):
+        np.add.at(want[pl], flat_idx[pl], flat_dy[pl].astype(np.float64))
+    got = ops.max_pool2d_backward(dy, x, 2, indices=idx, backend=backend)
+    assert_close(got, want.reshape(shape), dtype, "dx")

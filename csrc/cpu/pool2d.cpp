@@ -9,10 +9,13 @@
 #include <limits>
 #include <type_traits>
 
+#include <omp.h>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
+#include "cpu/pool2d_kernels.h"
 #include "cpu/simd.h"
 #include "ops.h"
 
@@ -221,6 +224,26 @@ inline void max2x2_plane(T* yp, int64_t* ip, const T* xp, const Pool2dShape& s, 
 
 }  // namespace
 
+// The 2x2 / stride 2 / unpadded pool on the AVX-512 path (plane kernels of
+// pool2d_avx512.cpp, int32 in-plane offsets).
+inline bool avx512_2x2(const Pool2dShape& s) {
+  return s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 &&
+         2 * s.oh <= s.h && 2 * s.ow <= s.w && s.hw() < (int64_t(1) << 31) &&
+         simd_path() == SimdPath::Avx512;
+}
+
+// f(first plane, count) once per thread on an even static split of the planes, so a plane
+// kernel's setup is paid once per thread rather than once per plane.
+template <class F>
+inline void for_plane_runs(int64_t planes, int nt, F&& f) {
+#pragma omp parallel num_threads(nt)
+  {
+    const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+    const int64_t p0 = planes * t / T, p1 = planes * (t + 1) / T;
+    if (p1 > p0) f(p0, p1 - p0);
+  }
+}
+
 template <typename T>
 void max_pool2d_forward_cpu(T* y, int64_t* indices, const T* x, const Pool2dShape& s) {
   const int64_t planes = s.planes(), HW = s.hw(), OHW = s.ohw();
@@ -229,6 +252,17 @@ void max_pool2d_forward_cpu(T* y, int64_t* indices, const T* x, const Pool2dShap
                           s.pw == 0 && 2 * s.oh <= s.h && 2 * s.ow <= s.w;
   // The SIMD rows keep in-plane offsets in int32.
   const SimdPath path = HW < (int64_t(1) << 31) ? simd_path() : SimdPath::Scalar;
+#if LF_X86_SIMD
+  if constexpr (std::is_same_v<T, float>) {
+    if (avx512_2x2(s)) {
+      for_plane_runs(planes, nt, [&](int64_t p0, int64_t n) {
+        max2x2_planes_avx512(y + p0 * OHW, indices ? indices + p0 * OHW : nullptr, x + p0 * HW, n, s.h,
+                             s.w, s.oh, s.ow);
+      });
+      return;
+    }
+  }
+#endif
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t pl = 0; pl < planes; ++pl) {
     if (two_by_two) {
@@ -271,6 +305,16 @@ template <typename T>
 void max_pool2d_backward_cpu(T* dx, const T* dy, const int64_t* indices, const Pool2dShape& s) {
   const int64_t planes = s.planes(), HW = s.hw(), OHW = s.ohw();
   const int nt = threads_for(planes * (HW + OHW), planes);
+#if LF_X86_SIMD
+  if constexpr (std::is_same_v<T, float>) {
+    if (avx512_2x2(s)) {  // dx written densely from the windows, no separate zero fill
+      for_plane_runs(planes, nt, [&](int64_t p0, int64_t n) {
+        max2x2_bwd_planes_avx512(dx + p0 * HW, dy + p0 * OHW, indices + p0 * OHW, n, s.h, s.w, s.oh, s.ow);
+      });
+      return;
+    }
+  }
+#endif
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t pl = 0; pl < planes; ++pl) {
     T* dxp = dx + pl * HW;
@@ -304,6 +348,12 @@ void avg_pool2d_forward_cpu(T* y, const T* x, const Pool2dShape& s, bool count_i
   const int nt = threads_for(planes * OHW * s.kh * s.kw, planes);
 #if LF_X86_SIMD
   if constexpr (std::is_same_v<T, float>) {
+    if (avx512_2x2(s)) {
+      for_plane_runs(planes, nt, [&](int64_t p0, int64_t n) {
+        avg2x2_planes_avx512(y + p0 * OHW, x + p0 * HW, n, s.h, s.w, s.oh, s.ow);
+      });
+      return;
+    }
     if (avg2x2_simd(s)) {
 #pragma omp parallel for num_threads(nt) schedule(static)
       for (int64_t pl = 0; pl < planes; ++pl) {
@@ -340,6 +390,12 @@ void avg_pool2d_backward_cpu(T* dx, const T* dy, const Pool2dShape& s, bool coun
   const int nt = threads_for(planes * (HW + OHW * s.kh * s.kw), planes);
 #if LF_X86_SIMD
   if constexpr (std::is_same_v<T, float>) {
+    if (avx512_2x2(s)) {
+      for_plane_runs(planes, nt, [&](int64_t p0, int64_t n) {
+        avg2x2_bwd_planes_avx512(dx + p0 * HW, dy + p0 * OHW, n, s.h, s.w, s.oh, s.ow);
+      });
+      return;
+    }
     if (avg2x2_simd(s)) {
 #pragma omp parallel for num_threads(nt) schedule(static)
       for (int64_t pl = 0; pl < planes; ++pl) {

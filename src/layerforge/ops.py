@@ -433,7 +433,8 @@ def max_pool2d_backward(
         idx = _indices(op, "indices", indices, x)
         _expect_shape(op, "indices", idx, shape)
         plane = x.shape[2] * x.shape[3]
-        if not ns.is_device and idx.size and (idx.min() < 0 or idx.max() >= plane):
+        # One pass: as uint64 a negative index is >= 2**63, so the max alone finds both ends.
+        if not ns.is_device and idx.size and idx.view(np.uint64).max() >= plane:
             raise ValueError(f"{op}: indices must lie in [0, {plane}), got [{idx.min()}, {idx.max()}]")
     k.max_pool2d_backward(dx, dy, idx, kh, kw, sh, sw, ph, pw)
     return dx
