@@ -429,6 +429,79 @@ def _cross_entropy_grad(ctx, grad):
 _cross_entropy.register_autograd(_cross_entropy_grad, setup_context=_cross_entropy_setup)
 
 
+# ---------------------------------------------------------------------------- custom ops: recurrent
+# An Elman RNN, batch first: x (N, T, I), w_xh (H, I), w_hh (H, H), b (H,) or None, h0 (N, H) or
+# None (zeros) -> hs (N, T, H), h_t = act(x_t W_xh^T + h_{t-1} W_hh^T + b). One op call runs the
+# whole sequence (layerforge's fused kernel), so autograd and a compiled graph hold one node per
+# direction, not T.
+
+@torch.library.custom_op("layerforge::rnn", mutates_args=(), device_types=_DEVICES)
+def _rnn(x: Tensor, w_xh: Tensor, w_hh: Tensor, b: Optional[Tensor], h0: Optional[Tensor],
+         activation: str) -> Tensor:
+    """x (N,T,I), w_xh (H,I), w_hh (H,H), b (H,) or None, h0 (N,H) or None -> hs (N,T,H);
+    activation 'tanh', 'sigmoid', 'relu' or 'linear'."""
+    return _call(ops.rnn, x, w_xh, w_hh, b, h0, activation)
+
+
+@_rnn.register_fake
+def _(x, w_xh, w_hh, b, h0, activation):
+    return x.new_empty((x.shape[0], x.shape[1], w_hh.shape[0]))
+
+
+@torch.library.custom_op("layerforge::rnn_backward", mutates_args=(), device_types=_DEVICES)
+def _rnn_backward(grad: Tensor, x: Tensor, w_xh: Tensor, w_hh: Tensor, b: Optional[Tensor],
+                  h0: Optional[Tensor], hs: Tensor, activation: str,
+                  need_dx: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """BPTT for grad (N,T,H) = dloss/dhs, hs the forward's output: (dx (N,T,I), dw_xh (H,I),
+    dw_hh (H,H), db (H,), dh0 (N,H)); dx is (0,) when need_dx is False, db when b is None,
+    dh0 when h0 is None.
+
+    Not differentiable: its autograd formula raises (no double backward through an RNN).
+    """
+    dx, dwx, dwh, db, dh0 = _call(ops.rnn_backward, grad, x, w_xh, w_hh, b, h0, activation,
+                                  hs=hs, need_dx=need_dx)
+    return _opt(dx, x), dwx, dwh, _opt(db, w_hh), _opt(dh0, x)
+
+
+@_rnn_backward.register_fake
+def _(grad, x, w_xh, w_hh, b, h0, hs, activation, need_dx):
+    return (x.new_empty(x.shape if need_dx else (0,)), w_xh.new_empty(w_xh.shape), w_hh.new_empty(w_hh.shape),
+            w_hh.new_empty((w_hh.shape[0] if b is not None else 0,)),
+            x.new_empty((x.shape[0], w_hh.shape[0]) if h0 is not None else (0,)))
+
+
+def _rnn_setup(ctx, inputs, output):
+    x, w_xh, w_hh, b, h0, activation = inputs
+    ctx.save_for_backward(x, w_xh, w_hh, b, h0, output)  # the backward reads h_t from hs
+    ctx.activation = activation
+
+
+def _rnn_grad(ctx, grad):
+    x, w_xh, w_hh, b, h0, hs = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dx, dwx, dwh, db, dh0 = _rnn_backward(grad, x, w_xh, w_hh, b, h0, hs, ctx.activation, need[0])
+    return (dx if need[0] else None, dwx if need[1] else None, dwh if need[2] else None,
+            db if b is not None and need[3] else None, dh0 if h0 is not None and need[4] else None, None)
+
+
+_rnn.register_autograd(_rnn_grad, setup_context=_rnn_setup)
+
+
+def _rnn_backward_setup(ctx, inputs, output):
+    pass
+
+
+def _rnn_backward_grad(ctx, *grads):
+    # Registered so that double backward fails loudly: without a formula, autograd would treat
+    # the op's outputs as constants and a second derivative would come out silently zero.
+    raise RuntimeError(
+        "layerforge::rnn_backward is not differentiable: double backward (grad of grad, "
+        "gradgradcheck, create_graph=True followed by another backward) is not implemented for rnn")
+
+
+_rnn_backward.register_autograd(_rnn_backward_grad, setup_context=_rnn_backward_setup)
+
+
 
 # ---------------------------------------------------------------------------- second derivatives
 # The *_backward ops are differentiable too (with the forward ops and torch arithmetic), so
@@ -547,6 +620,7 @@ OPS: dict[str, Any] = {
     "sigmoid": _sigmoid, "sigmoid_backward": _sigmoid_backward,
     "tanh": _tanh, "tanh_backward": _tanh_backward,
     "cross_entropy": _cross_entropy, "cross_entropy_backward": _cross_entropy_backward,
+    "rnn": _rnn, "rnn_backward": _rnn_backward,
 }
 """Every registered custom op by name (also reachable as ``torch.ops.layerforge.<name>``)."""
 
