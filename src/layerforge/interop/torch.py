@@ -975,9 +975,10 @@ class RNN(torch.nn.RNN):
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         op = "RNN"
-        if isinstance(input, PackedSequence):
-            raise ValueError(f"layerforge {op}: PackedSequence input is not supported; pass a padded "
-                             "tensor (torch.nn.utils.rnn.pad_packed_sequence)")
+        if isinstance(input, PackedSequence):  # an unsupported argument, like num_layers: ValueError
+            raise ValueError(  # noqa: TRY004
+                f"layerforge {op}: PackedSequence input is not supported; pass a padded tensor "
+                "(torch.nn.utils.rnn.pad_packed_sequence)")
         self._refuse_unsupported()  # the attributes may have been changed since __init__
         _float(op, "input", input)
         if input.dim() not in (2, 3):
