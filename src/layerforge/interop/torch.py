@@ -8,19 +8,25 @@
 Three layers, top to bottom:
 
 - ``lft.nn``: Conv2d, MaxPool2d, AvgPool2d, Linear, ReLU, Sigmoid, Tanh, Softmax, LogSoftmax,
-  CrossEntropyLoss, subclasses of the torch.nn classes of the same names (same constructor,
+  CrossEntropyLoss, RNN, subclasses of the torch.nn classes of the same names (same constructor,
   same Parameters and initialisation, same state_dict keys) whose ``forward`` calls
   layerforge. Every other name (Module, Sequential, Flatten, Dropout, ...) is torch.nn's, so
   ``nn`` -> ``lft.nn`` is a drop-in swap. ``lft.nn.functional`` is this module's functional API.
+  RNN is one layer, unidirectional (tanh or relu, bias or not, batch_first or not, hx, unbatched
+  input); under torch.compile it needs ``torch._dynamo.config.allow_rnn = True``, because Dynamo
+  refuses every torch.nn.RNN subclass without it.
 - The functional API (``conv2d``, ``max_pool2d``, ...), with torch.nn.functional's signatures;
   arguments layerforge does not support (groups != 1, ceil_mode, dilated pooling, class
-  weights, ...) raise ValueError naming the argument rather than computing something else.
+  weights, ...) raise ValueError naming the argument rather than computing
+  something else. ``rnn`` (x (N, T, I), w_xh (H, I), w_hh (H, H), b, h0 (N, H) -> hs (N, T, H))
+  has layerforge.ops' signature: torch.nn.functional has no RNN function.
 - The custom ops ``torch.ops.layerforge.<op>`` and ``<op>_backward``: one schema per op, a fake
   (meta) implementation giving output shapes and dtypes so ``torch.compile`` and
   ``torch.export`` trace through them without graph breaks, and an autograd formula whose
   backward is itself the ``<op>_backward`` custom op (so a compiled backward graph holds
   layerforge nodes, not Python). The backward ops have autograd formulas of their own, built
-  from the forward ops, so double backward works (gradgradcheck passes).
+  from the forward ops, so double backward works (gradgradcheck passes), except
+  ``rnn_backward``, whose formula raises: no double backward through an RNN.
 
 Devices. CPU tensors are made contiguous (a no-op when they already are) and handed to
 ``layerforge.ops`` as zero-copy NumPy views (``t.detach().numpy()``); results come back through
@@ -31,7 +37,8 @@ tests on CPU-only machines. The backend is ``layerforge.ops``' default (``LAYERF
 
 Shapes are torch's: x (N, C, H, W) (or unbatched (C, H, W) for conv/pool), conv weight
 (K, C, R, S), linear weight (OUT, IN) with any leading batch shape, cross_entropy logits (N, C)
-with int64 class indices (N,). dtypes: float32 and float64, one per call.
+with int64 class indices (N,), rnn input (N, T, I) (lft.nn.RNN: torch.nn.RNN's shapes).
+dtypes: float32 and float64, one per call.
 """
 
 from __future__ import annotations
