@@ -207,6 +207,11 @@ def test_vmap_runs_each_element_through_the_callback():
     assert_close(np.asarray(ys), ref.softmax(ref.linear(np.asarray(xs), np.asarray(w)), 2), np.float32, "vmap")
     gs = jax.vmap(jax.grad(lambda x: lfj.tanh(x).sum()))(xs)
     assert_close(np.asarray(gs), ref.tanh_backward(np.ones(xs.shape), np.asarray(xs)), np.float32, "vmap grad")
+    seqs = jnp.asarray(_rand(rng, (3, 2, 4, 5), np.float32))  # a batch of (N, T, I) sequences
+    u = jnp.asarray(0.4 * _rand(rng, (4, 4), np.float32))
+    hs = jax.vmap(lambda x: lfj.rnn(x, w, u))(seqs)
+    assert_close(np.asarray(hs), np.stack([ref.rnn(np.asarray(x), np.asarray(w), np.asarray(u)) for x in seqs]),
+                 np.float32, "vmap rnn")
 
 
 def test_max_pool2d_indices_under_jit():
