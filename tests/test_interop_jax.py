@@ -1,6 +1,6 @@
-"""layerforge.interop.jax: every op's vjp against the float64 oracle, a small CNN's jax.grad
-(eager and under jax.jit) against the oracle's chained backward, vmap, trace-time validation,
-and the README/docs JAX code block.
+"""layerforge.interop.jax: every op's vjp against the float64 oracle, a small CNN's and a small
+RNN classifier's jax.grad (eager and under jax.jit) against the oracle's chained backward, vmap,
+trace-time validation, and the README/docs JAX code block.
 
 Skipped when JAX is not installed. float64 cases turn on jax_enable_x64 only inside the test
 (the ``precision`` fixture), so other tests keep JAX's float32 default. GPU arrays are not
@@ -97,6 +97,15 @@ def _cases() -> list[Any]:
                      lambda dy, z: (ref.cross_entropy_backward(float(dy), z, lab6),), [(6, 5)], id="cross_entropy"),
         pytest.param(lambda z: lfj.cross_entropy(z, lab1), lambda z: np.array(ref.cross_entropy(z, lab1)),
                      lambda dy, z: (ref.cross_entropy_backward(float(dy), z, lab1),), [(1, 3)], id="cross_entropy_n1"),
+        pytest.param(lfj.rnn, ref.rnn, ref.rnn_backward, [(3, 5, 4), (6, 4), (6, 6), (6,), (3, 6)], id="rnn_tanh"),
+        pytest.param(lambda x, u, w: lfj.rnn(x, u, w, activation="relu"),
+                     lambda x, u, w: ref.rnn(x, u, w, activation="relu"),
+                     lambda dy, x, u, w: ref.rnn_backward(dy, x, u, w, activation="relu")[:3],
+                     [(2, 4, 3), (5, 3), (5, 5)], id="rnn_relu_nobias_noh0"),
+        pytest.param(lambda x, u, w, b: lfj.rnn(x, u, w, b, activation="sigmoid"),
+                     lambda x, u, w, b: ref.rnn(x, u, w, b, activation="sigmoid"),
+                     lambda dy, x, u, w, b: ref.rnn_backward(dy, x, u, w, b, activation="sigmoid")[:4],
+                     [(1, 6, 2), (3, 2), (3, 3), (3,)], id="rnn_sigmoid_n1"),
     ]
 
 
@@ -152,6 +161,42 @@ def test_cnn_grad_matches_oracle(precision, mode):
         assert_close(np.asarray(g), e, precision, f"d{name}")
 
 
+# ---------------------------------------------------------------------------- an RNN classifier, end to end
+
+def _rnn_loss(x, w_xh, w_hh, b, h0, v, c, labels):
+    hs = lfj.rnn(x, w_xh, w_hh, b, h0)                  # (N, T, H)
+    return lfj.cross_entropy(lfj.linear(hs[:, -1], v, c), labels)
+
+
+def _rnn_oracle(x, w_xh, w_hh, b, h0, v, c, labels):
+    """The same composition in the float64 oracle: (loss, (dx, dw_xh, dw_hh, db, dh0, dv, dc))."""
+    hs = ref.rnn(x, w_xh, w_hh, b, h0)
+    z = ref.linear(hs[:, -1], v, c)
+    loss = ref.cross_entropy(z, labels)
+    dh, dv, dc = ref.linear_backward(ref.cross_entropy_backward(1.0, z, labels), hs[:, -1], v, c)
+    dhs = np.zeros(hs.shape)
+    dhs[:, -1] = dh  # the loss sees only the last state
+    return loss, (*ref.rnn_backward(dhs, x, w_xh, w_hh, b, h0), dv, dc)
+
+
+def test_rnn_grad_matches_oracle(precision, mode):
+    rng = np.random.default_rng(6)
+    n, t, i, h = 4, 7, 5, 6
+    args = (_rand(rng, (n, t, i), precision), _rand(rng, (h, i), precision),
+            (0.4 * _rand(rng, (h, h), precision)).astype(precision), _rand(rng, (h,), precision),
+            _rand(rng, (n, h), precision), _rand(rng, (3, h), precision), _rand(rng, (3,), precision))
+    labels = np.array([2, 0, 1, 2])
+    grad_fn = jax.value_and_grad(_rnn_loss, argnums=tuple(range(7)))
+    if mode == "jit":
+        grad_fn = jax.jit(grad_fn)
+    loss, grads = grad_fn(*map(jnp.asarray, args), jnp.asarray(labels))
+    loss_ref, grads_ref = _rnn_oracle(*args, labels)
+    assert_close(np.asarray(loss), np.array(loss_ref), precision, "loss")
+    assert len(grads) == len(grads_ref)
+    for name, g, e in zip(("x", "w_xh", "w_hh", "b", "h0", "v", "c"), grads, grads_ref):
+        assert_close(np.asarray(g), e, precision, f"d{name}")
+
+
 # ---------------------------------------------------------------------------- transforms and plumbing
 
 def test_vmap_runs_each_element_through_the_callback():
@@ -162,6 +207,11 @@ def test_vmap_runs_each_element_through_the_callback():
     assert_close(np.asarray(ys), ref.softmax(ref.linear(np.asarray(xs), np.asarray(w)), 2), np.float32, "vmap")
     gs = jax.vmap(jax.grad(lambda x: lfj.tanh(x).sum()))(xs)
     assert_close(np.asarray(gs), ref.tanh_backward(np.ones(xs.shape), np.asarray(xs)), np.float32, "vmap grad")
+    seqs = jnp.asarray(_rand(rng, (3, 2, 4, 5), np.float32))  # a batch of (N, T, I) sequences
+    u = jnp.asarray(0.4 * _rand(rng, (4, 4), np.float32))
+    hs = jax.vmap(lambda x: lfj.rnn(x, w, u))(seqs)
+    assert_close(np.asarray(hs), np.stack([ref.rnn(np.asarray(x), np.asarray(w), np.asarray(u)) for x in seqs]),
+                 np.float32, "vmap rnn")
 
 
 def test_max_pool2d_indices_under_jit():
@@ -196,6 +246,10 @@ def test_eager_inputs_reach_the_kernels_without_copies(monkeypatch):
     (lambda x: lfj.softmax(x, 4), ValueError, "out of range"),
     (lambda x: lfj.relu(x.astype(jnp.int32)), TypeError, "float32 or float64"),
     (lambda x: lfj.cross_entropy(x[:, 0, 0], jnp.zeros(2)), TypeError, "integer"),
+    (lambda x: lfj.rnn(x[:, :, 0], jnp.ones((4, 5)), jnp.ones((4, 4))), ValueError, r"w_xh must have shape \(H, I\)"),
+    (lambda x: lfj.rnn(x[:, :, 0], jnp.ones((4, 6)), jnp.ones((4, 4)), h0=jnp.ones((3, 4))), ValueError, "h0"),
+    (lambda x: lfj.rnn(x[:, :, 0], jnp.ones((4, 6)), jnp.ones((4, 4)), activation="elu"), ValueError, "activation"),
+    (lambda x: lfj.rnn(x, jnp.ones((4, 6)), jnp.ones((4, 4))), ValueError, "3-D"),
 ])
 def test_bad_arguments_are_refused_while_tracing(call, exc, match):
     x = jnp.ones((2, 3, 6, 6))

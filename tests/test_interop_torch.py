@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from conftest import assert_close
+
+from layerforge import _reference as ref
 
 torch = pytest.importorskip("torch")
 lft = pytest.importorskip("layerforge.interop.torch")
@@ -95,7 +98,8 @@ def test_nn_is_a_drop_in_namespace():
     assert lft.nn.Flatten is torch.nn.Flatten
     assert lft.nn.functional.conv2d is lft.conv2d and lft.nn.functional.dropout is F.dropout
     assert isinstance(lft.nn.Conv2d(1, 2, 3), torch.nn.Conv2d)
-    for name in ("conv2d", "conv2d_backward", "max_pool2d", "cross_entropy_backward"):
+    assert isinstance(lft.nn.RNN(3, 4), torch.nn.RNN) and "RNN" in lft.nn.__all__
+    for name in ("conv2d", "conv2d_backward", "max_pool2d", "cross_entropy_backward", "rnn", "rnn_backward"):
         assert hasattr(torch.ops.layerforge, name)
 
 
@@ -141,6 +145,14 @@ def _samples(dtype: Any, rg: bool) -> list[tuple[str, tuple[Any, ...]]]:
         ("cross_entropy", (t(6, 5), target, "mean")),
         ("cross_entropy", (t(6, 5), target, "sum")),
         ("cross_entropy_backward", (g(), t(6, 5), target, "sum")),
+        ("rnn", (t(2, 5, 3), t(4, 3), t(4, 4), t(4), t(2, 4), "tanh")),
+        ("rnn", (t(3, 4, 2), t(5, 2), t(5, 5), None, None, "relu")),
+        ("rnn", (t(1, 6, 3), t(2, 3), t(2, 2), t(2), None, "sigmoid")),
+        # rnn_backward has no double backward (its autograd formula raises), so its inputs never
+        # require grad here; hs is the forward's output, as autograd passes it.
+        *[("rnn_backward", (g(*a[0].shape[:2], 4), *a, lft.OPS["rnn"](*a, act), act, need_dx))
+          for a, act, need_dx in (((g(2, 5, 3), g(4, 3), g(4, 4), g(4), g(2, 4)), "tanh", True),
+                                  ((g(3, 4, 3), g(4, 3), g(4, 4), None, None), "relu", False))],
     ]
 
 
@@ -190,6 +202,79 @@ def test_gradcheck(fn: Callable[..., Any], leaves: tuple[Any, ...]):
 def test_gradgradcheck(fn: Callable[..., Any], leaves: tuple[Any, ...]):
     """The *_backward ops are differentiable too: double backward matches finite differences."""
     assert torch.autograd.gradgradcheck(fn, leaves)
+
+
+# ---------------------------------------------------------------------------- rnn: the op against the oracle, gradcheck
+
+_RNN_CASES = [  # (N, T, I, H, bias, h0, activation)
+    pytest.param(3, 5, 4, 6, True, True, "tanh", id="tanh_bias_h0"),
+    pytest.param(2, 7, 3, 5, False, False, "relu", id="relu_nobias_noh0"),
+    pytest.param(1, 4, 2, 3, True, False, "sigmoid", id="sigmoid_bias"),
+    pytest.param(4, 3, 5, 2, False, True, "linear", id="linear_h0"),
+]
+
+
+def _rnn_leaves(rng: np.random.Generator, n: int, t: int, i: int, h: int, bias: bool, h0: bool, dtype: Any,
+                rg: bool = False) -> tuple[Any, ...]:
+    """(x, w_xh, w_hh, b or None, h0 or None); w_hh scaled so a relu or linear RNN stays O(1)."""
+    x, w_xh, w_hh = _t(rng, (n, t, i), dtype), _t(rng, (h, i), dtype), (0.4 * _t(rng, (h, h), dtype))
+    b = _t(rng, (h,), dtype) if bias else None
+    state = _t(rng, (n, h), dtype) if h0 else None
+    return tuple(a if a is None else a.detach().requires_grad_(rg) for a in (x, w_xh, w_hh, b, state))
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["f32", "f64"])
+@pytest.mark.parametrize("n, t, i, h, bias, h0, activation", _RNN_CASES)
+def test_rnn_matches_oracle(n, t, i, h, bias, h0, activation, dtype):
+    """lft.rnn's forward and autograd gradients against _reference.rnn / rnn_backward (float64)."""
+    rng = np.random.default_rng(7)
+    leaves = _rnn_leaves(rng, n, t, i, h, bias, h0, dtype, rg=True)
+    hs = lft.rnn(*leaves, activation=activation)
+    npy = [None if a is None else a.detach().numpy() for a in leaves]
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    assert_close(hs.detach().numpy(), ref.rnn(*npy, activation), np_dtype, "hs")
+    dhs = _t(rng, (n, t, h), dtype)
+    present = [a for a in leaves if a is not None]
+    grads = torch.autograd.grad(hs, present, dhs)
+    expected = [e for e in ref.rnn_backward(dhs.numpy(), *npy, activation) if e is not None]
+    assert len(grads) == len(expected) == len(present)
+    for k, (g, e) in enumerate(zip(grads, expected)):
+        assert_close(g.numpy(), e, np_dtype, f"grad {k}")
+
+
+@pytest.mark.parametrize("n, t, i, h, bias, h0, activation", _RNN_CASES)
+def test_rnn_gradcheck(n, t, i, h, bias, h0, activation):
+    leaves = _rnn_leaves(np.random.default_rng(8), n, t, i, h, bias, h0, torch.float64, rg=True)
+    present = tuple(a for a in leaves if a is not None)
+
+    def fn(*args):
+        it = iter(args)
+        return lft.rnn(*[None if a is None else next(it) for a in leaves], activation=activation)
+
+    assert torch.autograd.gradcheck(fn, present)
+
+
+def test_rnn_gradcheck_through_the_module():
+    """lft.nn.RNN in float64, sequence first, with hx: d/dinput and d/dhx by finite differences,
+    and both biases get the kernel's bias gradient."""
+    torch.manual_seed(0)
+    rnn = lft.nn.RNN(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    hx = torch.randn(1, 2, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, hx: rnn(x, hx), (x, hx))
+    out, h_n = rnn(x, hx)
+    (out.sum() + h_n.sum()).backward()
+    assert rnn.bias_ih_l0.grad is not None and torch.equal(rnn.bias_ih_l0.grad, rnn.bias_hh_l0.grad)
+
+
+def test_rnn_double_backward_raises():
+    leaves = _rnn_leaves(np.random.default_rng(9), 2, 3, 2, 3, True, True, torch.float64, rg=True)
+    hs = lft.rnn(*leaves)
+    (dw,) = torch.autograd.grad(hs.square().sum(), leaves[1], create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        dw.sum().backward()
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.gradgradcheck(lambda *a: lft.rnn(*a), leaves)
 
 
 # ---------------------------------------------------------------------------- against torch.nn.functional
@@ -285,10 +370,34 @@ def test_cpu_tensors_reach_the_kernels_without_copies(monkeypatch):
     (lambda x: lft.nn.Conv2d(3, 6, 3, groups=3), ValueError, "groups"),
     (lambda x: lft.nn.Conv2d(3, 6, 3, padding_mode="reflect"), ValueError, "padding_mode"),
     (lambda x: lft.nn.CrossEntropyLoss(label_smoothing=0.1), ValueError, "label_smoothing"),
+    (lambda x: lft.nn.RNN(6, 4, num_layers=2), ValueError, "num_layers"),
+    (lambda x: lft.nn.RNN(6, 4, bidirectional=True), ValueError, "bidirectional"),
+    (lambda x: lft.nn.RNN(6, 4, proj_size=2), ValueError, "proj_size"),
+    (lambda x: lft.rnn(x[:, :, 0], torch.randn(4, 6), torch.randn(4, 4), activation="elu"), ValueError, "activation"),
+    (lambda x: lft.rnn(x[:, :, 0], torch.randn(4, 5), torch.randn(4, 4)), ValueError, r"w_xh must have shape \(H, I\)"),
+    (lambda x: lft.rnn(x[:, :, 0], torch.randn(4, 6), torch.randn(4, 4), h0=torch.randn(3, 4)), ValueError, "h0"),
+    (lambda x: lft.rnn(x[:, :, 0], torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 4)), TypeError, "one dtype"),
 ])
 def test_unsupported_arguments_are_refused(call, exc, match):
     with pytest.raises(exc, match=match):
         call(torch.randn(2, 3, 6, 6))
+
+
+def test_rnn_module_refuses_bad_inputs():
+    rnn = lft.nn.RNN(6, 4, batch_first=True)
+    x = torch.randn(2, 3, 6)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor([3, 2]), batch_first=True)
+    with pytest.raises(ValueError, match="PackedSequence"):
+        rnn(packed)
+    with pytest.raises(ValueError, match=r"hx must have shape \(1, 2, 4\)"):
+        rnn(x, torch.zeros(1, 3, 4))
+    with pytest.raises(ValueError, match="input_size=6"):
+        rnn(torch.randn(2, 3, 5))
+    with pytest.raises(ValueError, match="at least one step"):
+        rnn(torch.randn(2, 0, 6))
+    rnn.num_layers = 2  # changed after construction: refused at the call, not computed as one layer
+    with pytest.raises(ValueError, match="num_layers"):
+        rnn(x)
 
 
 def test_bad_shapes_raise_the_ops_error():
@@ -368,3 +477,117 @@ def test_torch_compile_without_graph_breaks(backend):
         torch.testing.assert_close(g, ge)
     if backend == "aot_eager":  # dynamic=True: another batch size reuses the graph's fake shapes
         torch.testing.assert_close(compiled(x[:5], y[:5]), loss_of(x[:5], y[:5]))
+
+
+# ---------------------------------------------------------------------------- lft.nn.RNN: against torch.nn.RNN, training, compile
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["f32", "f64"])
+@pytest.mark.parametrize("kwargs, unbatched, with_hx", [
+    pytest.param({"batch_first": True}, False, False, id="batch_first"),
+    pytest.param({}, False, True, id="seq_first_hx"),
+    pytest.param({"nonlinearity": "relu", "bias": False}, False, True, id="relu_nobias_hx"),
+    pytest.param({"batch_first": True, "nonlinearity": "relu"}, True, True, id="unbatched_hx"),
+    pytest.param({}, True, False, id="unbatched"),
+])
+def test_rnn_module_matches_torch_nn(kwargs, unbatched, with_hx, dtype):
+    """Same state_dict, same (output, h_n) shapes and values, same gradients for the input, hx
+    and every Parameter (both biases included)."""
+    torch.manual_seed(3)
+    ours = lft.nn.RNN(5, 7, dtype=dtype, **kwargs)
+    theirs = torch.nn.RNN(5, 7, dtype=dtype, **kwargs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict(ours.state_dict())
+    n, t = 3, 4
+    shape = (t, 5) if unbatched else ((n, t, 5) if kwargs.get("batch_first") else (t, n, 5))
+    x = torch.randn(shape, dtype=dtype, requires_grad=True)
+    args = (x,)
+    if with_hx:
+        args += (torch.randn((1, 7) if unbatched else (1, n, 7), dtype=dtype, requires_grad=True),)
+    out, h_n = ours(*args)
+    out_t, h_n_t = theirs(*args)
+    assert out.shape == out_t.shape and h_n.shape == h_n_t.shape and out.dtype == out_t.dtype
+    assert out.is_contiguous() and h_n.is_contiguous()
+    tol = {"rtol": 2e-5, "atol": 2e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-13}
+    torch.testing.assert_close(out, out_t, **tol)
+    torch.testing.assert_close(h_n, h_n_t, **tol)
+    d_out, d_h = torch.randn_like(out), torch.randn_like(h_n)
+    leaves = [*args, *ours.parameters()]
+    leaves_t = [*args, *theirs.parameters()]
+    grads = torch.autograd.grad((out * d_out).sum() + (h_n * d_h).sum(), leaves)
+    grads_t = torch.autograd.grad((out_t * d_out).sum() + (h_n_t * d_h).sum(), leaves_t)
+    for k, (g, gt) in enumerate(zip(grads, grads_t)):
+        torch.testing.assert_close(g, gt, **tol, msg=f"gradient {k}")
+
+
+class _RowRNN(torch.nn.Module):
+    """Image rows as a sequence: RNN(28, 32) over the 28 rows, a Linear head on the last state."""
+
+    def __init__(self, nn: Any) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(28, 32, batch_first=True)
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x: Any) -> Any:
+        _, h_n = self.rnn(x)
+        return self.head(h_n[0])
+
+
+def test_rnn_trains_step_by_step_like_torch_nn():
+    torch.manual_seed(0)
+    ours = _RowRNN(lft.nn)
+    theirs = _RowRNN(torch.nn)
+    theirs.load_state_dict(ours.state_dict())
+    opt_ours = torch.optim.Adam(ours.parameters(), lr=1e-3)
+    opt_theirs = torch.optim.Adam(theirs.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(1)
+    for step in range(5):
+        x = torch.randn(16, 28, 28, generator=gen)
+        y = torch.randint(0, 10, (16,), generator=gen)
+        for opt in (opt_ours, opt_theirs):
+            opt.zero_grad()
+        lo, lt = loss_fn(ours(x), y), loss_fn(theirs(x), y)
+        torch.testing.assert_close(lo, lt, rtol=1e-5, atol=1e-6, msg=f"loss at step {step}")
+        lo.backward()
+        lt.backward()
+        for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+            scale = q.grad.abs().max().item()
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5 * scale, msg=f"grad {name} at step {step}")
+        opt_ours.step()
+        opt_theirs.step()
+        # as in the CNN test: Adam moves each weight by ~lr whatever its gradient's size
+        for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=f"{name} after step {step}")
+
+
+@pytest.mark.parametrize("backend", [
+    "aot_eager",
+    pytest.param("inductor", marks=pytest.mark.skipif(not _has_cxx_compiler(), reason="inductor needs a C++ compiler")),
+])
+def test_rnn_torch_compile_without_graph_breaks(backend):
+    """Dynamo refuses every torch.nn.RNN (subclasses included) unless allow_rnn is set; with it,
+    the model is one graph, forward and backward match eager. The functional lft.rnn needs no flag."""
+    torch.manual_seed(0)
+    model = _RowRNN(lft.nn)
+    x = torch.randn(8, 28, 28)
+    params = list(model.parameters())
+    with torch._dynamo.config.patch(allow_rnn=True):
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(model)(x)
+        assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend=backend, fullgraph=True, dynamic=backend == "aot_eager")
+        y = compiled(x)
+        grads = torch.autograd.grad(y.square().sum(), params)
+        y_eager = model(x)
+        grads_eager = torch.autograd.grad(y_eager.square().sum(), params)
+        torch.testing.assert_close(y, y_eager)
+        for g, ge in zip(grads, grads_eager):
+            torch.testing.assert_close(g, ge)
+        if backend == "aot_eager":  # dynamic=True: another batch size reuses the graph's fake shapes
+            torch.testing.assert_close(compiled(x[:5]), model(x[:5]))
+    torch._dynamo.reset()
+    w_xh, w_hh = model.rnn.weight_ih_l0, model.rnn.weight_hh_l0
+    fn = torch.compile(lambda x: lft.rnn(x, w_xh, w_hh, activation="tanh").sum(), backend=backend, fullgraph=True)
+    torch.testing.assert_close(fn(x), lft.rnn(x, w_xh, w_hh).sum())
+    torch._dynamo.reset()

@@ -8,16 +8,18 @@
 Every op of ``layerforge.ops`` with a gradient is here with the same names, semantics and
 parameters (torch.nn.functional's: NCHW, conv weights (K, C, R, S), dense weights (OUT, IN),
 an explicit softmax ``dim``): conv2d, max_pool2d, avg_pool2d, linear, softmax, log_softmax,
-cross_entropy (mean over the batch, integer labels), relu, sigmoid, tanh. Each is a
-``jax.custom_vjp`` whose forward and backward both call ``layerforge.ops``; the non-array
-parameters (stride, padding, dim, ...) are static.
+cross_entropy (mean over the batch, integer labels), relu, sigmoid, tanh, and rnn (an Elman
+RNN, batch first: x (N, T, I) -> every hidden state (N, T, H), one kernel call per direction
+for the whole sequence). Each is a ``jax.custom_vjp`` whose forward and backward both call
+``layerforge.ops``; the non-array parameters (stride, padding, dim, activation, ...) are static.
 
 How a call reaches the kernels:
 
 - Eager, on CPU: ``np.asarray`` of the JAX array (a zero-copy read-only view of a CPU buffer),
   the ``layerforge.ops`` call, and ``jnp.asarray`` of the result.
 - Traced (``jax.jit``, ``jax.vmap``, grad of a jitted function): ``jax.pure_callback`` with the
-  result's ``ShapeDtypeStruct``, so XLA calls back into the same host kernels at run time.
+  result's ``ShapeDtypeStruct``, so XLA calls back into the same host kernels at run time
+  (every op, rnn included: its forward and its BPTT are one callback each).
   Output shapes are computed (and the parameters validated) while tracing. Under vmap the
   callback runs once per batch element (``vmap_method="sequential"``). Under jit on a GPU,
   XLA copies the operands to the host and back around the callback: correct, but the CPU
@@ -45,7 +47,7 @@ from .. import ops
 
 __all__ = [
     "conv2d", "max_pool2d", "avg_pool2d", "linear", "softmax", "log_softmax",
-    "cross_entropy", "relu", "sigmoid", "tanh",
+    "cross_entropy", "relu", "sigmoid", "tanh", "rnn",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -448,3 +450,64 @@ def sigmoid(x: Any) -> jax.Array:
 def tanh(x: Any) -> jax.Array:
     """tanh(x), elementwise. Any shape."""
     return _tanh(_float("tanh", "x", x))
+
+
+# ---------------------------------------------------------------------------- recurrent
+
+@partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _rnn(x, w_xh, w_hh, b, h0, activation):
+    return _rnn_fwd(x, w_xh, w_hh, b, h0, activation)[0]
+
+
+def _rnn_fwd(x, w_xh, w_hh, b, h0, activation):
+    spec = _spec((x.shape[0], x.shape[1], w_hh.shape[0]), x.dtype)
+    hs = _run(lambda x, w_xh, w_hh, b, h0: ops.rnn(x, w_xh, w_hh, b, h0, activation), spec, x, w_xh, w_hh, b, h0)
+    return hs, (x, w_xh, w_hh, b, h0, hs)  # the backward reads h_t from hs: no recomputation
+
+
+def _rnn_bwd(activation, res, g):
+    x, w_xh, w_hh, b, h0, hs = res
+    # ops.rnn_backward returns None for an absent b or h0; pure_callback wants arrays only
+    specs = tuple(_like(a) for a in (x, w_xh, w_hh, b, h0) if a is not None)
+
+    def host(g, x, w_xh, w_hh, b, h0, hs):
+        return tuple(o for o in ops.rnn_backward(g, x, w_xh, w_hh, b, h0, activation, hs=hs) if o is not None)
+
+    it = iter(_run(host, specs, g, x, w_xh, w_hh, b, h0, hs))
+    return next(it), next(it), next(it), (next(it) if b is not None else None), (next(it) if h0 is not None else None)
+
+
+_rnn.defvjp(_rnn_fwd, _rnn_bwd)
+
+
+def rnn(x: Any, w_xh: Any, w_hh: Any, b: Any = None, h0: Any = None, activation: str = "tanh") -> jax.Array:
+    """Elman RNN over the whole sequence, batch first: every hidden state hs (N, T, H).
+
+    x (N, T, I), w_xh (H, I), w_hh (H, H), b (H,) or None, h0 (N, H) or None (zeros);
+    h_t = act(x_t w_xh^T + h_{t-1} w_hh^T + b), activation 'tanh', 'sigmoid', 'relu' or
+    'linear'. hs[:, -1] is the last state. One kernel call each way (forward, and BPTT from
+    the saved hs), not T; differentiable in every array argument.
+    """
+    op = "rnn"
+    if not isinstance(activation, str):
+        raise TypeError(f"layerforge {op}: activation must be a str, one of {ops.RNN_ACTIVATIONS}, "
+                        f"got {type(activation).__name__}")
+    if activation not in ops.RNN_ACTIVATIONS:
+        raise ValueError(f"layerforge {op}: activation must be one of {ops.RNN_ACTIVATIONS}, got {activation!r}")
+    named = {"x": x, "w_xh": w_xh, "w_hh": w_hh, "b": b, "h0": h0}
+    for name, a in named.items():
+        if a is not None:
+            _float(op, name, a)
+    dtypes = {name: str(_dtype(a)) for name, a in named.items() if a is not None}
+    if len(set(dtypes.values())) > 1:
+        raise TypeError(f"layerforge {op}: all arrays must have one dtype, got {dtypes}")
+    _ndim(op, "x", x, 3)
+    _ndim(op, "w_hh", w_hh, 2)
+    n, _, i = x.shape
+    hidden = w_hh.shape[0]
+    for name, a, expected, what in (("w_hh", w_hh, (hidden, hidden), "(H, H)"), ("w_xh", w_xh, (hidden, i), "(H, I)"),
+                                    ("b", b, (hidden,), "(H,)"), ("h0", h0, (n, hidden), "(N, H)")):
+        if a is not None and tuple(a.shape) != expected:
+            raise ValueError(f"layerforge {op}: {name} must have shape {what} = {expected} for x of shape "
+                             f"{tuple(x.shape)} and w_hh of shape {tuple(w_hh.shape)}, got {tuple(a.shape)}")
+    return _rnn(x, w_xh, w_hh, b, h0, activation)

@@ -8,19 +8,25 @@
 Three layers, top to bottom:
 
 - ``lft.nn``: Conv2d, MaxPool2d, AvgPool2d, Linear, ReLU, Sigmoid, Tanh, Softmax, LogSoftmax,
-  CrossEntropyLoss, subclasses of the torch.nn classes of the same names (same constructor,
+  CrossEntropyLoss, RNN, subclasses of the torch.nn classes of the same names (same constructor,
   same Parameters and initialisation, same state_dict keys) whose ``forward`` calls
   layerforge. Every other name (Module, Sequential, Flatten, Dropout, ...) is torch.nn's, so
   ``nn`` -> ``lft.nn`` is a drop-in swap. ``lft.nn.functional`` is this module's functional API.
+  RNN is one layer, unidirectional (tanh or relu, bias or not, batch_first or not, hx, unbatched
+  input); under torch.compile it needs ``torch._dynamo.config.allow_rnn = True``, because Dynamo
+  refuses every torch.nn.RNN subclass without it.
 - The functional API (``conv2d``, ``max_pool2d``, ...), with torch.nn.functional's signatures;
   arguments layerforge does not support (groups != 1, ceil_mode, dilated pooling, class
-  weights, ...) raise ValueError naming the argument rather than computing something else.
+  weights, ...) raise ValueError naming the argument rather than computing
+  something else. ``rnn`` (x (N, T, I), w_xh (H, I), w_hh (H, H), b, h0 (N, H) -> hs (N, T, H))
+  has layerforge.ops' signature: torch.nn.functional has no RNN function.
 - The custom ops ``torch.ops.layerforge.<op>`` and ``<op>_backward``: one schema per op, a fake
   (meta) implementation giving output shapes and dtypes so ``torch.compile`` and
   ``torch.export`` trace through them without graph breaks, and an autograd formula whose
   backward is itself the ``<op>_backward`` custom op (so a compiled backward graph holds
   layerforge nodes, not Python). The backward ops have autograd formulas of their own, built
-  from the forward ops, so double backward works (gradgradcheck passes).
+  from the forward ops, so double backward works (gradgradcheck passes), except
+  ``rnn_backward``, whose formula raises: no double backward through an RNN.
 
 Devices. CPU tensors are made contiguous (a no-op when they already are) and handed to
 ``layerforge.ops`` as zero-copy NumPy views (``t.detach().numpy()``); results come back through
@@ -31,7 +37,8 @@ tests on CPU-only machines. The backend is ``layerforge.ops``' default (``LAYERF
 
 Shapes are torch's: x (N, C, H, W) (or unbatched (C, H, W) for conv/pool), conv weight
 (K, C, R, S), linear weight (OUT, IN) with any leading batch shape, cross_entropy logits (N, C)
-with int64 class indices (N,). dtypes: float32 and float64, one per call.
+with int64 class indices (N,), rnn input (N, T, I) (lft.nn.RNN: torch.nn.RNN's shapes).
+dtypes: float32 and float64, one per call.
 """
 
 from __future__ import annotations
@@ -42,12 +49,13 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
 
 from .. import ops
 
 __all__ = [
     "conv2d", "max_pool2d", "avg_pool2d", "linear", "softmax", "log_softmax",
-    "relu", "sigmoid", "tanh", "cross_entropy", "nn", "OPS",
+    "relu", "sigmoid", "tanh", "cross_entropy", "rnn", "nn", "OPS",
 ]
 
 _DEVICES = ("cpu", "cuda")
@@ -429,6 +437,79 @@ def _cross_entropy_grad(ctx, grad):
 _cross_entropy.register_autograd(_cross_entropy_grad, setup_context=_cross_entropy_setup)
 
 
+# ---------------------------------------------------------------------------- custom ops: recurrent
+# An Elman RNN, batch first: x (N, T, I), w_xh (H, I), w_hh (H, H), b (H,) or None, h0 (N, H) or
+# None (zeros) -> hs (N, T, H), h_t = act(x_t W_xh^T + h_{t-1} W_hh^T + b). One op call runs the
+# whole sequence (layerforge's fused kernel), so autograd and a compiled graph hold one node per
+# direction, not T.
+
+@torch.library.custom_op("layerforge::rnn", mutates_args=(), device_types=_DEVICES)
+def _rnn(x: Tensor, w_xh: Tensor, w_hh: Tensor, b: Optional[Tensor], h0: Optional[Tensor],
+         activation: str) -> Tensor:
+    """x (N,T,I), w_xh (H,I), w_hh (H,H), b (H,) or None, h0 (N,H) or None -> hs (N,T,H);
+    activation 'tanh', 'sigmoid', 'relu' or 'linear'."""
+    return _call(ops.rnn, x, w_xh, w_hh, b, h0, activation)
+
+
+@_rnn.register_fake
+def _(x, w_xh, w_hh, b, h0, activation):
+    return x.new_empty((x.shape[0], x.shape[1], w_hh.shape[0]))
+
+
+@torch.library.custom_op("layerforge::rnn_backward", mutates_args=(), device_types=_DEVICES)
+def _rnn_backward(grad: Tensor, x: Tensor, w_xh: Tensor, w_hh: Tensor, b: Optional[Tensor],
+                  h0: Optional[Tensor], hs: Tensor, activation: str,
+                  need_dx: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """BPTT for grad (N,T,H) = dloss/dhs, hs the forward's output: (dx (N,T,I), dw_xh (H,I),
+    dw_hh (H,H), db (H,), dh0 (N,H)); dx is (0,) when need_dx is False, db when b is None,
+    dh0 when h0 is None.
+
+    Not differentiable: its autograd formula raises (no double backward through an RNN).
+    """
+    dx, dwx, dwh, db, dh0 = _call(ops.rnn_backward, grad, x, w_xh, w_hh, b, h0, activation,
+                                  hs=hs, need_dx=need_dx)
+    return _opt(dx, x), dwx, dwh, _opt(db, w_hh), _opt(dh0, x)
+
+
+@_rnn_backward.register_fake
+def _(grad, x, w_xh, w_hh, b, h0, hs, activation, need_dx):
+    return (x.new_empty(x.shape if need_dx else (0,)), w_xh.new_empty(w_xh.shape), w_hh.new_empty(w_hh.shape),
+            w_hh.new_empty((w_hh.shape[0] if b is not None else 0,)),
+            x.new_empty((x.shape[0], w_hh.shape[0]) if h0 is not None else (0,)))
+
+
+def _rnn_setup(ctx, inputs, output):
+    x, w_xh, w_hh, b, h0, activation = inputs
+    ctx.save_for_backward(x, w_xh, w_hh, b, h0, output)  # the backward reads h_t from hs
+    ctx.activation = activation
+
+
+def _rnn_grad(ctx, grad):
+    x, w_xh, w_hh, b, h0, hs = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dx, dwx, dwh, db, dh0 = _rnn_backward(grad, x, w_xh, w_hh, b, h0, hs, ctx.activation, need[0])
+    return (dx if need[0] else None, dwx if need[1] else None, dwh if need[2] else None,
+            db if b is not None and need[3] else None, dh0 if h0 is not None and need[4] else None, None)
+
+
+_rnn.register_autograd(_rnn_grad, setup_context=_rnn_setup)
+
+
+def _rnn_backward_setup(ctx, inputs, output):
+    pass
+
+
+def _rnn_backward_grad(ctx, *grads):
+    # Registered so that double backward fails loudly: without a formula, autograd would treat
+    # the op's outputs as constants and a second derivative would come out silently zero.
+    raise RuntimeError(
+        "layerforge::rnn_backward is not differentiable: double backward (grad of grad, "
+        "gradgradcheck, create_graph=True followed by another backward) is not implemented for rnn")
+
+
+_rnn_backward.register_autograd(_rnn_backward_grad, setup_context=_rnn_backward_setup)
+
+
 
 # ---------------------------------------------------------------------------- second derivatives
 # The *_backward ops are differentiable too (with the forward ops and torch arithmetic), so
@@ -547,6 +628,7 @@ OPS: dict[str, Any] = {
     "sigmoid": _sigmoid, "sigmoid_backward": _sigmoid_backward,
     "tanh": _tanh, "tanh_backward": _tanh_backward,
     "cross_entropy": _cross_entropy, "cross_entropy_backward": _cross_entropy_backward,
+    "rnn": _rnn, "rnn_backward": _rnn_backward,
 }
 """Every registered custom op by name (also reachable as ``torch.ops.layerforge.<name>``)."""
 
@@ -725,6 +807,48 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     return _cross_entropy(input, target, reduction)
 
 
+def _shape(op: str, name: str, t: Tensor, expected: tuple[Any, ...], what: str) -> None:
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"layerforge {op}: {name} must have shape {what} = {tuple(expected)}, got {tuple(t.shape)}")
+
+
+def rnn(input: Tensor, w_xh: Tensor, w_hh: Tensor, b: Optional[Tensor] = None, h0: Optional[Tensor] = None,
+        activation: str = "tanh") -> Tensor:
+    """layerforge.ops.rnn on tensors (not a torch.nn.functional name: torch has none): an Elman
+    RNN over the whole sequence, batch first.
+
+    input (N, T, I), w_xh (H, I), w_hh (H, H), b (H,) or None, h0 (N, H) or None (zeros) ->
+    hs (N, T, H), every hidden state; h_t = act(x_t w_xh^T + h_{t-1} w_hh^T + b), activation
+    'tanh', 'sigmoid', 'relu' or 'linear'. Differentiable once (double backward raises).
+    """
+    op = "rnn"
+    if not isinstance(activation, str):
+        raise TypeError(f"layerforge {op}: activation must be a str, one of {ops.RNN_ACTIVATIONS}, "
+                        f"got {type(activation).__name__}")
+    if activation not in ops.RNN_ACTIVATIONS:
+        raise ValueError(f"layerforge {op}: activation must be one of {ops.RNN_ACTIVATIONS}, got {activation!r}")
+    named = {"input": input, "w_xh": w_xh, "w_hh": w_hh, "b": b, "h0": h0}
+    for name, t in named.items():
+        if t is not None:
+            _float(op, name, t)
+    dtypes = {name: t.dtype for name, t in named.items() if t is not None}
+    if len(set(dtypes.values())) > 1:
+        raise TypeError(f"layerforge {op}: all tensors must have one dtype, got {dtypes}")
+    if input.dim() != 3:
+        raise ValueError(f"layerforge {op}: input must be 3-D (N, T, I), got shape {tuple(input.shape)}")
+    if w_hh.dim() != 2:
+        raise ValueError(f"layerforge {op}: w_hh must be 2-D (H, H), got shape {tuple(w_hh.shape)}")
+    n, _, i = input.shape
+    hidden = w_hh.shape[0]
+    _shape(op, "w_hh", w_hh, (hidden, hidden), "(H, H)")
+    _shape(op, "w_xh", w_xh, (hidden, i), "(H, I)")
+    if b is not None:
+        _shape(op, "b", b, (hidden,), "(H,)")
+    if h0 is not None:
+        _shape(op, "h0", h0, (n, hidden), "(N, H)")
+    return _rnn(input, w_xh, w_hh, b, h0, activation)
+
+
 # ---------------------------------------------------------------------------- lft.nn
 
 class Conv2d(torch.nn.Conv2d):
@@ -823,6 +947,78 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
         return cross_entropy(input, target, reduction=self.reduction)
 
 
+class RNN(torch.nn.RNN):
+    """torch.nn.RNN computed by layerforge: one ``layerforge::rnn`` op for the whole sequence.
+
+    Same constructor, Parameters (weight_ih_l0 (H, I), weight_hh_l0 (H, H), bias_ih_l0 and
+    bias_hh_l0 (H,)), initialisation and state_dict keys as torch.nn.RNN. Supported:
+    num_layers=1, bidirectional=False, nonlinearity 'tanh' or 'relu', bias True or False,
+    batch_first True or False; dropout is accepted and, as in torch with one layer, has no
+    effect. Anything else (num_layers > 1, bidirectional, PackedSequence input) raises ValueError
+    naming the argument.
+
+    forward(input, hx=None) -> (output, h_n), torch's shapes: input (N, T, I) with
+    batch_first, (T, N, I) without, or unbatched (T, I); hx (1, N, H), or (1, H) for unbatched
+    input, or None for zeros; output (N, T, H) / (T, N, H) / (T, H), h_n (1, N, H) / (1, H).
+    The kernel's bias is bias_ih_l0 + bias_hh_l0 (autograd gives both the same gradient).
+    Differentiable once: double backward raises.
+
+    torch.compile: Dynamo refuses to trace any torch.nn.RNN, subclasses included (a graph
+    break, an error with fullgraph=True), unless ``torch._dynamo.config.allow_rnn = True``.
+    With that flag set the forward and backward compile as one graph with one layerforge node
+    each way. The functional ``rnn`` compiles without the flag.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refuse_unsupported()
+
+    def _refuse_unsupported(self) -> None:
+        _only("RNN", "num_layers", self.num_layers, 1)
+        _only("RNN", "bidirectional", bool(self.bidirectional), False)
+        _only("RNN", "proj_size", self.proj_size, 0)
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"layerforge RNN: nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}")
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        op = "RNN"
+        if isinstance(input, PackedSequence):  # an unsupported argument, like num_layers: ValueError
+            raise ValueError(  # noqa: TRY004
+                f"layerforge {op}: PackedSequence input is not supported; pass a padded tensor "
+                "(torch.nn.utils.rnn.pad_packed_sequence)")
+        self._refuse_unsupported()  # the attributes may have been changed since __init__
+        _float(op, "input", input)
+        if input.dim() not in (2, 3):
+            raise ValueError(f"layerforge {op}: input must be 2-D (T, I) or 3-D ({'N, T' if self.batch_first else 'T, N'}, I), "
+                             f"got shape {tuple(input.shape)}")
+        batched = input.dim() == 3
+        if not batched:
+            x = input.unsqueeze(0)
+        else:
+            x = input if self.batch_first else input.transpose(0, 1)
+        n, t, i = x.shape
+        if i != self.input_size:
+            raise ValueError(f"layerforge {op}: input must have input_size={self.input_size} features in its last "
+                             f"dimension, got shape {tuple(input.shape)}")
+        if t == 0:
+            raise ValueError(f"layerforge {op}: the sequence must have at least one step, got shape {tuple(input.shape)}")
+        h0 = None
+        if hx is not None:
+            _float(op, "hx", hx)
+            expected = (1, n, self.hidden_size) if batched else (1, self.hidden_size)
+            if tuple(hx.shape) != expected:
+                raise ValueError(f"layerforge {op}: hx must have shape {expected} (num_layers, "
+                                 f"{'N, ' if batched else ''}hidden_size), got {tuple(hx.shape)}")
+            h0 = hx[0] if batched else hx
+        b = self.bias_ih_l0 + self.bias_hh_l0 if self.bias else None
+        hs = rnn(x, self.weight_ih_l0, self.weight_hh_l0, b, h0, self.nonlinearity)  # (N, T, H)
+        # torch returns contiguous tensors; callers .view() them
+        h_n = hs[:, -1].contiguous()
+        if not batched:
+            return hs[0], h_n
+        return (hs if self.batch_first else hs.transpose(0, 1).contiguous()), h_n.unsqueeze(0)
+
+
 def _namespace(name: str, doc: str, members: dict[str, Any], fallback: Any) -> types.ModuleType:
     """A module object holding members, answering every other name from fallback."""
     mod = types.ModuleType(name, doc)
@@ -846,10 +1042,10 @@ _functional = _namespace(
 nn = _namespace(
     f"{__name__}.nn",
     "torch.nn with layerforge's kernels in Conv2d, MaxPool2d, AvgPool2d, Linear, ReLU, Sigmoid, Tanh, "
-    "Softmax, LogSoftmax and CrossEntropyLoss; every other name (Module, Sequential, Flatten, ...) is torch.nn's.",
+    "Softmax, LogSoftmax, CrossEntropyLoss and RNN; every other name (Module, Sequential, Flatten, ...) is torch.nn's.",
     {"Conv2d": Conv2d, "MaxPool2d": MaxPool2d, "AvgPool2d": AvgPool2d, "Linear": Linear, "ReLU": ReLU,
      "Sigmoid": Sigmoid, "Tanh": Tanh, "Softmax": Softmax, "LogSoftmax": LogSoftmax,
-     "CrossEntropyLoss": CrossEntropyLoss, "Flatten": torch.nn.Flatten, "functional": _functional},
+     "CrossEntropyLoss": CrossEntropyLoss, "RNN": RNN, "Flatten": torch.nn.Flatten, "functional": _functional},
     torch.nn,
 )
 # So that `import layerforge.interop.torch.nn as lnn` and `from ...torch.nn import Conv2d` work.
