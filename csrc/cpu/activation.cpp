@@ -3,7 +3,8 @@
 // NaN propagates: relu uses `x < 0 ? 0 : x`; sigmoid uses exp(-|x|), which never
 // overflows (x = +-1000 gives exactly 1 / 0), so no inf/inf. float32 tanh and sigmoid run
 // vmath.h's vectorised forms (a few ulp) on the SIMD paths, std:: calls on the scalar path. OpenMP over contiguous
-// chunks above a size threshold; the relu loops are branch-free selects that vectorise.
+// chunks above a size threshold; the relu loops are branch-free selects that vectorise. On the
+// AVX-512 path the float32 relu and backward loops run eltwise_avx512.cpp's explicit forms.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -13,10 +14,40 @@
 #include "cpu/vmath.h"
 #include "ops.h"
 
+#include <omp.h>
+
 namespace lf {
+
+namespace {
+
+// float32 on the AVX-512 path: f(out, a, b, count) on each thread's contiguous share (cut at
+// multiples of 16 floats, so no two threads write one cache line). False elsewhere.
+template <typename T, class F>
+bool avx512_split(T* out, const T* a, const T* b, int64_t n, F f) {
+#if LF_X86_SIMD
+  if constexpr (std::is_same_v<T, float>) {
+    if (simd_path() != SimdPath::Avx512) return false;
+    const int nt = threads_for(n, (n + 15) / 16);
+#pragma omp parallel num_threads(nt)
+    {
+      const int64_t t = omp_get_thread_num(), tn = omp_get_num_threads(), blocks = (n + 15) / 16;
+      const int64_t i0 = std::min(n, blocks * t / tn * 16), i1 = std::min(n, blocks * (t + 1) / tn * 16);
+      if (i1 > i0) f(out + i0, a + i0, b ? b + i0 : nullptr, i1 - i0);
+    }
+    return true;
+  }
+#endif
+  (void)out, (void)a, (void)b, (void)n, (void)f;
+  return false;
+}
+
+}  // namespace
 
 template <typename T>
 void relu_forward_cpu(T* y, const T* x, int64_t n) {
+  if (avx512_split(y, x, static_cast<const T*>(nullptr), n,
+                   [](float* o, const float* a, const float*, int64_t m) { relu_f32_avx512(o, a, m); }))
+    return;
   const int nt = threads_for(n, n);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] < T(0) ? T(0) : x[i];
@@ -24,6 +55,10 @@ void relu_forward_cpu(T* y, const T* x, int64_t n) {
 
 template <typename T>
 void relu_backward_cpu(T* dx, const T* dy, const T* x, int64_t n) {
+  if (avx512_split(dx, dy, x, n, [](float* o, const float* d, const float* v, int64_t m) {
+        relu_bwd_f32_avx512(o, d, v, m);
+      }))
+    return;
   const int nt = threads_for(n, n);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
   // Both loads are unconditional so the select if-converts and vectorises: written as
@@ -78,6 +113,10 @@ void sigmoid_forward_cpu(T* y, const T* x, int64_t n) {
 
 template <typename T>
 void sigmoid_backward_cpu(T* dx, const T* dy, const T* y, int64_t n) {
+  if (avx512_split(dx, dy, y, n, [](float* o, const float* d, const float* v, int64_t m) {
+        sigmoid_bwd_f32_avx512(o, d, v, m);
+      }))
+    return;
   const int nt = threads_for(n, n);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
   for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (T(1) - y[i]);
@@ -93,6 +132,10 @@ void tanh_forward_cpu(T* y, const T* x, int64_t n) {
 
 template <typename T>
 void tanh_backward_cpu(T* dx, const T* dy, const T* y, int64_t n) {
+  if (avx512_split(dx, dy, y, n, [](float* o, const float* d, const float* v, int64_t m) {
+        tanh_bwd_f32_avx512(o, d, v, m);
+      }))
+    return;
   const int nt = threads_for(n, n);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
   for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - y[i] * y[i]);
