@@ -32,6 +32,11 @@ CONV = [
     (1, 8, 6, 6, 80, 3, 3, 1, 0, 1, True),
     (1, 16, 4, 5, 16, 2, 2, 1, 2, 1, False),
     (2, 1, 9, 12, 20, 3, 3, 1, 0, 1, True),          # one channel, 20 filters (a partial lane block), odd output
+    # dx of unpadded 3-wide kernels on dy itself (full-correlation kernel): the narrowest dx
+    # row (one dy column), the widest tile for 1 and 3 channel vectors, row padding only.
+    (2, 20, 7, 3, 8, 3, 3, 1, 0, 1, True),
+    (1, 16, 4, 12, 24, 3, 3, 1, 0, 1, True),
+    (1, 48, 6, 8, 16, 3, 3, 1, (1, 0), 1, False),
 ]
 
 # pool: (N, C, H, W, kernel, stride, padding)

@@ -86,13 +86,20 @@ float* pack_weights(AlignedBuffer<float>& buf, int64_t KO, int64_t CI, int64_t R
 // Hp >= OH + R - 1, Wp >= OW + S - 1. Only rows [z0, z1) of xin can be non-zero (the rest is
 // padding): kernel rows that would read only those are skipped, which for the dx correlation
 // (dy padded by R - 1 on both sides) saves about a sixth of the work.
+//
+// full: xin is instead dy itself, unpadded ((N, CI, z1 - z0, Wp - 2 (S - 1)), its row t being
+// row z0 + t of the padded planes), and each output row is one tile of the full-correlation
+// kernel (S = 3, OW <= the register tile), which skips the zero columns as well.
 void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, int64_t Wp,
                  int64_t KO, int64_t R, int64_t S, int64_t OH, int64_t OW, const float* wpk,
-                 int nv, const float* bias, int64_t z0, int64_t z1, bool relu) {
+                 int nv, const float* bias, int64_t z0, int64_t z1, bool relu, bool full = false) {
   const int64_t L = 16 * nv, KB = (KO + L - 1) / L, block = CI * R * S * L;
   // Row tiles of equal width (11 -> 6 + 5, 13 -> 7 + 6), each at most the register tile.
-  const int64_t maxnp = kDirectMaxTile[nv - 1];
+  const int64_t maxnp = full ? OW : kDirectMaxTile[nv - 1];
   const int64_t tiles = (OW + maxnp - 1) / maxnp, np = (OW + tiles - 1) / tiles;
+  // Plane and row strides of xin, and the padded row its first row stands for.
+  const int64_t xrs = full ? Wp - 2 * (S - 1) : Wp, xps = full ? (z1 - z0) * xrs : Hp * Wp;
+  const int64_t shift = full ? z0 : 0;
   const int64_t items = N * KB * OH;
   const int nt = threads_for(2 * N * KO * OH * OW * CI * R * S, items);
 #pragma omp parallel num_threads(nt)
@@ -103,14 +110,13 @@ void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, 
       const int64_t n = it / (KB * OH), kb = (it / OH) % KB, oh = it % OH;
       const int64_t k0 = kb * L, kn = std::min(L, KO - k0);
       const int64_t r0 = std::max<int64_t>(0, z0 - oh), r1 = std::min(R, z1 - oh);
-      const float* xr = xin + n * CI * Hp * Wp + (oh + r0) * Wp;
+      const float* xr = xin + n * CI * xps + (oh + r0 - shift) * xrs;
       float* yr = y + (n * KO + k0) * OH * OW + oh * OW;
       for (int64_t ow0 = 0; ow0 < OW; ow0 += np) {
         const int64_t w = std::min(np, OW - ow0);
         if (r1 > r0) {
-          direct_fwd_ukr_avx512(nv, static_cast<int>(w))(xr + ow0, Hp * Wp, Wp, CI, r1 - r0, S,
-                                                         wpk + kb * block + r0 * S * L,
-                                                         R * S * L, out);
+          (full ? direct_fullcorr3_ukr_avx512 : direct_fwd_ukr_avx512)(nv, static_cast<int>(w))(
+              xr + ow0, xps, xrs, CI, r1 - r0, S, wpk + kb * block + r0 * S * L, R * S * L, out);
         } else {
           std::fill(out, out + w * L, 0.f);
         }
@@ -164,15 +170,19 @@ void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dSh
   // dx[c, i, j] = sum_{k, r, q} dy[k, i + ph - r, j + pw - q] w[k, c, r, q]: a correlation of
   // dy, shifted by (R-1-ph, S-1-pw) into zero planes, with the rotated, transposed kernel.
   const int64_t Hp = s.h + s.r - 1, Wp = s.w + s.s - 1;
-  AlignedBuffer<float> dbuf, wbuf;
-  const float* din = pad_planes(dbuf, dy, s.n * s.k, s.oh, s.ow, Hp, Wp, s.r - 1 - s.ph,
-                                s.s - 1 - s.pw, relu_y);
   const int nv = nv_for(s.c);
+  // Unpadded 3-wide kernels whose dx rows fit one tile read dy as it is (masked by relu_y in
+  // a plain copy if need be); the rest reads a zero-bordered copy.
+  const bool full = s.s == 3 && s.pw == 0 && s.w >= 3 && s.w <= kDirectMaxTile[nv - 1] && s.ow == s.w - 2;
+  AlignedBuffer<float> dbuf, wbuf;
+  const float* din = full ? pad_planes(dbuf, dy, s.n * s.k, s.oh, s.ow, s.oh, s.ow, 0, 0, relu_y)
+                          : pad_planes(dbuf, dy, s.n * s.k, s.oh, s.ow, Hp, Wp, s.r - 1 - s.ph,
+                                       s.s - 1 - s.pw, relu_y);
   const float* wpk = pack_weights(wbuf, s.c, s.k, s.r, s.s, nv, [&](int64_t c, int64_t k, int64_t r, int64_t q) {
     return w[((k * s.c + c) * s.r + (s.r - 1 - r)) * s.s + (s.s - 1 - q)];
   });
   direct_corr(dx, din, s.n, s.k, Hp, Wp, s.c, s.r, s.s, s.h, s.w, wpk, nv, nullptr,
-              s.r - 1 - s.ph, s.r - 1 - s.ph + s.oh, false);
+              s.r - 1 - s.ph, s.r - 1 - s.ph + s.oh, false, full);
 }
 
 void conv2d_direct_dw(float* dw, float* db, const float* dy, const float* x, const Conv2dShape& s,

@@ -3,7 +3,9 @@
 // the input is broadcast from memory and the packed weights give one vector per channel
 // block, so nothing is copied per tap and no tile lanes are wasted on odd widths (11, 13).
 //   forward : y  = x (*) W               (needs C*R*S taps per output)
-//   dx      : dx = pad(dy) (*) rot180(W)^T  (the same kernel with C and K swapped)
+//   dx      : dx = pad(dy) (*) rot180(W)^T  (the same kernel with C and K swapped); for an
+//             unpadded 3-wide kernel whose whole dx row fits one tile, a variant reads dy
+//             unpadded and skips the taps that would fall on the zero border
 //   dW      : dW[k, c, r, s] = sum_{n, p} dy[n, k, p] * x[n, c, p + (r, s)], vectorised over k
 // The microkernels (conv2d_direct_avx512.cpp) use intrinsics only; packing, padding,
 // threading and the transposed stores live in conv2d_direct.cpp on the baseline ISA.
@@ -29,6 +31,10 @@ constexpr int kDirectMaxNV = 4;
 constexpr int kDirectMaxTile[kDirectMaxNV] = {12, 14, 8, 6};
 DirectFwdUkr direct_fwd_ukr_avx512(int nv, int np);
 DirectDwUkr direct_dw_ukr_avx512(int nv, int nt);
+// The dx kernel of an unpadded convolution with S = 3 (3 <= np <= kDirectMaxTile[nv - 1]):
+// the forward contract with x an unpadded dy row of np - 2 columns read at column p + s - 2,
+// the pairs (p, s) outside [0, np - 2) skipped (they would read zeros).
+DirectFwdUkr direct_fullcorr3_ukr_avx512(int nv, int np);
 
 // True when the direct kernels run this shape on the current SIMD path (float32 only).
 bool conv2d_direct_forward_applies(const Conv2dShape& s);
