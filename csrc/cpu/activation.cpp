@@ -28,6 +28,10 @@ bool avx512_split(T* out, const T* a, const T* b, int64_t n, F f) {
   if constexpr (std::is_same_v<T, float>) {
     if (simd_path() != SimdPath::Avx512) return false;
     const int nt = threads_for(n, (n + 15) / 16);
+    if (nt == 1) {  // no OpenMP region at all: even a one-thread team costs a small call
+      f(out, a, b, n);
+      return true;
+    }
 #pragma omp parallel num_threads(nt)
     {
       const int64_t t = omp_get_thread_num(), tn = omp_get_num_threads(), blocks = (n + 15) / 16;
@@ -81,9 +85,19 @@ bool vmath_forward(T* y, const T* x, int64_t n, bool tanh_not_sigmoid) {
   } else {
     const SimdPath path = simd_path();
     if (path == SimdPath::Scalar) return false;
-    void (*f)(float*, int64_t) =
-        path == SimdPath::Avx512 ? (tanh_not_sigmoid ? &tanh_f32_avx512 : &sigmoid_f32_avx512)
-                                 : (tanh_not_sigmoid ? &tanh_f32_avx2 : &sigmoid_f32_avx2);
+    if (path == SimdPath::Avx512) {  // out of place: no copy of x first
+      if (avx512_split(y, x, static_cast<const float*>(nullptr), n,
+                       [tanh_not_sigmoid](float* o, const float* a, const float*, int64_t m) {
+                         if (tanh_not_sigmoid) {
+                           tanh_f32_avx512(o, a, m);
+                         } else {
+                           sigmoid_f32_avx512(o, a, m);
+                         }
+                       }))
+        return true;
+    }
+    // AVX2: in place on copied chunks.
+    void (*f)(float*, int64_t) = tanh_not_sigmoid ? &tanh_f32_avx2 : &sigmoid_f32_avx2;
     constexpr int64_t kChunk = 4096;
     const int64_t chunks = (n + kChunk - 1) / kChunk;
     const int nt = threads_for(n * 2, chunks);

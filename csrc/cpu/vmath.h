@@ -8,7 +8,8 @@
 //   polynomial in r, scaled by 2^n; below ln(FLT_MIN) it returns exactly 0. ~1-2 ulp.
 // - tanh: |x| < 0.625 uses Cephes' odd polynomial x + x^3 P(x^2) (no cancellation near 0);
 //   otherwise (1 - e) / (1 + e) with e = exp(-2|x|), sign restored; +-1 for large |x|.
-// - sigmoid: e = exp(-|x|), r = 1 / (1 + e), y = x >= 0 ? r : e * r (no overflow anywhere).
+// - sigmoid: e = exp(-|x|), r = 1 / (1 + e), y = x >= 0 ? r : e * r (no overflow anywhere);
+//   the AVX-512 form is 1 / (1 + exp(-x)) with exp saturating to 0 / +inf (see its file).
 // - NaN in gives NaN out. Tails use masked loads/stores, so any n >= 0 is fine.
 // Each ISA lives in its own file compiled with a target pragma (like the GEMM microkernels);
 // the dispatcher picks one from simd_path().
@@ -21,6 +22,9 @@ void tanh_f32_avx2(float* y, int64_t n);
 void sigmoid_f32_avx2(float* y, int64_t n);
 void tanh_f32_avx512(float* y, int64_t n);
 void sigmoid_f32_avx512(float* y, int64_t n);
+// Out of place (y = f(x)), saving the copy the in-place forms need for a separate output.
+void tanh_f32_avx512(float* y, const float* x, int64_t n);
+void sigmoid_f32_avx512(float* y, const float* x, int64_t n);
 
 // eltwise_avx512.cpp: the cheap elementwise loops on one contiguous range (float32).
 void relu_f32_avx512(float* y, const float* x, int64_t n);
