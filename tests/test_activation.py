@@ -40,3 +40,19 @@ def test_relu_keeps_nan_and_zero_grad_at_zero(backend):
     y = ops.relu(x, backend=backend)
     assert np.isnan(y[0]) and list(y[1:]) == [0.0, 0.0, 2.0]
     assert list(ops.relu_backward(np.ones(4, np.float32), x, backend=backend)) == [0.0, 0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_sigmoid_tanh_at_infinities_and_nan(backend, dtype, name):
+    # The vectorised forms clamp and saturate; +-inf must give the limits, NaN must stay NaN,
+    # in the SIMD body and in the masked tail alike (19 elements: one vector and a tail).
+    x = np.linspace(-3, 3, 19).astype(dtype)
+    x[[0, 17]] = np.inf
+    x[[1, 18]] = -np.inf
+    x[[2, 16]] = np.nan
+    y = getattr(ops, name)(x, backend=backend)
+    lo = 0.0 if name == "sigmoid" else -1.0
+    assert list(y[[0, 17]]) == [1.0, 1.0] and list(y[[1, 18]]) == [lo, lo]
+    assert np.isnan(y[[2, 16]]).all()
+    want = getattr(ref, name)(x[3:16].astype(np.float64))
+    assert_close(y[3:16], want, dtype, name)
