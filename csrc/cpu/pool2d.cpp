@@ -224,12 +224,15 @@ inline void max2x2_plane(T* yp, int64_t* ip, const T* xp, const Pool2dShape& s, 
 
 }  // namespace
 
-// The 2x2 / stride 2 / unpadded pool on the AVX-512 path (plane kernels of
-// pool2d_avx512.cpp, int32 in-plane offsets).
-inline bool avx512_2x2(const Pool2dShape& s) {
+// The 2x2 / stride 2 / unpadded pool: every window lies inside the input.
+inline bool plain_2x2(const Pool2dShape& s) {
   return s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 &&
-         2 * s.oh <= s.h && 2 * s.ow <= s.w && s.hw() < (int64_t(1) << 31) &&
-         simd_path() == SimdPath::Avx512;
+         2 * s.oh <= s.h && 2 * s.ow <= s.w;
+}
+
+// ... on the AVX-512 path (plane kernels of pool2d_avx512.cpp, int32 in-plane offsets).
+inline bool avx512_2x2(const Pool2dShape& s) {
+  return plain_2x2(s) && s.hw() < (int64_t(1) << 31) && simd_path() == SimdPath::Avx512;
 }
 
 // f(first plane, count) once per thread on an even static split of the planes, so a plane
@@ -248,8 +251,7 @@ template <typename T>
 void max_pool2d_forward_cpu(T* y, int64_t* indices, const T* x, const Pool2dShape& s) {
   const int64_t planes = s.planes(), HW = s.hw(), OHW = s.ohw();
   const int nt = threads_for(planes * OHW * s.kh * s.kw, planes);
-  const bool two_by_two = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 &&
-                          s.pw == 0 && 2 * s.oh <= s.h && 2 * s.ow <= s.w;
+  const bool two_by_two = plain_2x2(s);
   // The SIMD rows keep in-plane offsets in int32.
   const SimdPath path = HW < (int64_t(1) << 31) ? simd_path() : SimdPath::Scalar;
 #if LF_X86_SIMD
@@ -334,8 +336,7 @@ void max_pool2d_backward_cpu(T* dx, const T* dy, const int64_t* indices, const P
 // divisor is 4 with or without count_include_pad.
 inline bool avg2x2_simd(const Pool2dShape& s) {
 #if LF_X86_SIMD
-  return s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 &&
-         2 * s.oh <= s.h && 2 * s.ow <= s.w && simd_path() != SimdPath::Scalar;
+  return plain_2x2(s) && simd_path() != SimdPath::Scalar;
 #else
   (void)s;
   return false;
