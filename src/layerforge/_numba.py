@@ -17,6 +17,10 @@ Threads: every jitted kernel is SERIAL (no prange) and the parallelism comes fro
 multi-threaded BLAS that NumPy calls for the matrix products, which carry almost all of the
 work. A Numba thread pool next to BLAS's own is two pools spinning against each other: on
 2 cores, alternating an OpenMP prange kernel with a BLAS call measured 8 ms for 50 us of work.
+Plain Python threads over nogil kernels were tried too and rejected: each hand-off costs about
+50 us, a worker woken next to BLAS's still-spinning threads made the batch-256 step slower
+(83 -> 110 ms), and splitting the batch between two threads each running a one-thread GEMM
+was slower than one two-thread GEMM (505 against 390 us for two conv2-sized products).
 Matrix products go through NumPy at the Python level rather than ``np.dot`` inside ``njit``,
 because Numba's in-kernel BLAS needs SciPy, which is not a dependency.
 
