@@ -23,3 +23,16 @@ __all__ = ["frameworks"]
 def frameworks() -> dict[str, bool]:
     """Which adapter frameworks are importable here, found without importing them."""
     return {name: importlib.util.find_spec(name) is not None for name in ("torch", "jax", "cupy")}
+
+
+def check_rnn_activation(op: str, activation: object) -> None:
+    """The adapters' rnn activation rule: exactly one of ``ops.RNN_ACTIVATIONS`` as a str
+    (stricter than ``ops.rnn``, which also takes None and any case). Raises TypeError or
+    ValueError naming what was given."""
+    from ..ops import RNN_ACTIVATIONS
+
+    if not isinstance(activation, str):
+        raise TypeError(f"layerforge {op}: activation must be a str, one of {RNN_ACTIVATIONS}, "
+                        f"got {type(activation).__name__}")
+    if activation not in RNN_ACTIVATIONS:
+        raise ValueError(f"layerforge {op}: activation must be one of {RNN_ACTIVATIONS}, got {activation!r}")

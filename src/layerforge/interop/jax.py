@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import ops
+from . import check_rnn_activation
 
 __all__ = [
     "conv2d", "max_pool2d", "avg_pool2d", "linear", "softmax", "log_softmax",
@@ -489,11 +490,7 @@ def rnn(x: Any, w_xh: Any, w_hh: Any, b: Any = None, h0: Any = None, activation:
     the saved hs), not T; differentiable in every array argument.
     """
     op = "rnn"
-    if not isinstance(activation, str):
-        raise TypeError(f"layerforge {op}: activation must be a str, one of {ops.RNN_ACTIVATIONS}, "
-                        f"got {type(activation).__name__}")
-    if activation not in ops.RNN_ACTIVATIONS:
-        raise ValueError(f"layerforge {op}: activation must be one of {ops.RNN_ACTIVATIONS}, got {activation!r}")
+    check_rnn_activation(op, activation)
     named = {"x": x, "w_xh": w_xh, "w_hh": w_hh, "b": b, "h0": h0}
     for name, a in named.items():
         if a is not None:

@@ -52,6 +52,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import ops
+from . import check_rnn_activation
 
 __all__ = [
     "conv2d", "max_pool2d", "avg_pool2d", "linear", "softmax", "log_softmax",
@@ -822,11 +823,7 @@ def rnn(input: Tensor, w_xh: Tensor, w_hh: Tensor, b: Optional[Tensor] = None, h
     'tanh', 'sigmoid', 'relu' or 'linear'. Differentiable once (double backward raises).
     """
     op = "rnn"
-    if not isinstance(activation, str):
-        raise TypeError(f"layerforge {op}: activation must be a str, one of {ops.RNN_ACTIVATIONS}, "
-                        f"got {type(activation).__name__}")
-    if activation not in ops.RNN_ACTIVATIONS:
-        raise ValueError(f"layerforge {op}: activation must be one of {ops.RNN_ACTIVATIONS}, got {activation!r}")
+    check_rnn_activation(op, activation)
     named = {"input": input, "w_xh": w_xh, "w_hh": w_hh, "b": b, "h0": h0}
     for name, t in named.items():
         if t is not None:
