@@ -272,6 +272,13 @@ def conv2d_backward(
 # ---------------------------------------------------------------------------- pooling
 
 @_jit
+def _span(o, stride, pad, k, n):
+    """[start, end) of the inputs that output o's window (size k) covers inside [0, n)."""
+    i0 = o * stride - pad
+    return max(i0, 0), min(i0 + k, n)
+
+
+@_jit
 def _k_max_pool_fwd(y, ind, x, kh, kw, sh, sw, ph, pw, want_ind):
     # y, ind (planes, OH, OW); x (planes, H, W).
     planes, h_in, w_in = x.shape
@@ -282,11 +289,9 @@ def _k_max_pool_fwd(y, ind, x, kh, kw, sh, sw, ph, pw, want_ind):
     for t in range(planes):
         xb = t * h_in * w_in
         for p in range(oh):
-            h0 = p * sh - ph
-            hs, he = max(h0, 0), min(h0 + kh, h_in)
+            hs, he = _span(p, sh, ph, kh, h_in)
             for q in range(ow):
-                w0 = q * sw - pw
-                ws, we = max(w0, 0), min(w0 + kw, w_in)
+                ws, we = _span(q, sw, pw, kw, w_in)
                 o = _u((t * oh + p) * ow + q)
                 if hs >= he or ws >= we:
                     # A window wholly in the padding: -inf, and an index backward skips.
@@ -398,11 +403,9 @@ def _k_avg_pool_fwd(y, x, kh, kw, sh, sw, ph, pw, count_include_pad):
     for t in range(planes):
         xb = t * h_in * w_in
         for p in range(oh):
-            h0 = p * sh - ph
-            hs, he = max(h0, 0), min(h0 + kh, h_in)
+            hs, he = _span(p, sh, ph, kh, h_in)
             for q in range(ow):
-                w0 = q * sw - pw
-                ws, we = max(w0, 0), min(w0 + kw, w_in)
+                ws, we = _span(q, sw, pw, kw, w_in)
                 acc = 0.0
                 for h in range(hs, he):
                     rb = _u(xb + h * w_in)
@@ -423,11 +426,9 @@ def _k_avg_pool_bwd(dx, dy, kh, kw, sh, sw, ph, pw, count_include_pad):
         for e in range(_u(h_in * w_in)):
             dxf[_u(xb) + e] = 0
         for p in range(oh):
-            h0 = p * sh - ph
-            hs, he = max(h0, 0), min(h0 + kh, h_in)
+            hs, he = _span(p, sh, ph, kh, h_in)
             for q in range(ow):
-                w0 = q * sw - pw
-                ws, we = max(w0, 0), min(w0 + kw, w_in)
+                ws, we = _span(q, sw, pw, kw, w_in)
                 div = _avg_divisor(hs, he, ws, we, kh, kw, count_include_pad)
                 g = dyf[_u((t * oh + p) * ow + q)] / div
                 for h in range(hs, he):
