@@ -64,8 +64,9 @@ void conv2d_relu_pool_backward_cpu(T* dx, T* dw, T* db, const T* dy, const int64
 template <typename T>
 void max_pool2d_forward_cpu(T* y, int64_t* indices, const T* x, const Pool2dShape& s);
 // dx is zeroed, then dx[plane, indices[o]] += dy[o] (overlapping windows accumulate).
+// Indices outside [0, H*W) are skipped; returns how many there were (the caller's error).
 template <typename T>
-void max_pool2d_backward_cpu(T* dx, const T* dy, const int64_t* indices, const Pool2dShape& s);
+int64_t max_pool2d_backward_cpu(T* dx, const T* dy, const int64_t* indices, const Pool2dShape& s);
 template <typename T>
 void avg_pool2d_forward_cpu(T* y, const T* x, const Pool2dShape& s, bool count_include_pad);
 template <typename T>

@@ -98,3 +98,19 @@ def test_max_pool2d_backward_foreign_indices(backend, dtype, shape):
         np.add.at(want[pl], flat_idx[pl], flat_dy[pl].astype(np.float64))
     got = ops.max_pool2d_backward(dy, x, 2, indices=idx, backend=backend)
     assert_close(got, want.reshape(shape), dtype, "dx")
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("bad", [-1, 121, 2**40, -(2**62)])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_max_pool2d_backward_index_outside_plane_raises(backend, dtype, kernel_size, bad, where):
+    # The kernels count the indices outside the plane (no pass of its own in ops.py); one bad
+    # index among valid ones, in the first or the last plane (another thread's share), must
+    # raise, on the 2x2 fast path and on the general window loop alike.
+    x = rand(np.random.default_rng(4), (3, 5, 11, 11), dtype)
+    _, idx = ops.max_pool2d(x, kernel_size, return_indices=True, backend=backend)
+    idx[(0, 0, 0, 0) if where == "first" else (-1, -1, -1, -1)] = bad
+    dy = np.ones(idx.shape, dtype)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 121\), got \[" + str(min(bad, 0))):
+        ops.max_pool2d_backward(dy, x, kernel_size, indices=idx, backend=backend)
+

@@ -301,8 +301,9 @@ void max_pool2d_forward(py::object y_, py::object idx_, py::object x_, int64_t k
   });
 }
 
-void max_pool2d_backward(py::object dx_, py::object dy_, py::object idx_, int64_t kh,
-                         int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+// Returns how many indices lay outside their input plane (skipped; ops.py raises on them).
+int64_t max_pool2d_backward(py::object dx_, py::object dy_, py::object idx_, int64_t kh,
+                            int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
   Call c("max_pool2d_backward");
   const DT d = c.float_dtype(c.array(dy_, "dy"), "dy");
   py::array dy = c.check(dy_, "dy", d, 4, false), dx = c.check(dx_, "dx", d, 4, true);
@@ -311,14 +312,16 @@ void max_pool2d_backward(py::object dx_, py::object dy_, py::object idx_, int64_
   c.shape(dy, "dy", {dim(dx, 0), dim(dx, 1), dim(dy, 2), dim(dy, 3)});
   c.same_shape(idx, "indices", dy);
   const lf::Pool2dShape s = pool_shape(dx, dy, kh, kw, sh, sw, ph, pw);
+  int64_t outside = 0;
   dispatch(d, [&](auto tag) {
     using T = decltype(tag);
     T* dxp = ptr<T>(dx);
     const T* dyp = cptr<T>(dy);
     const int64_t* ip = cptr<int64_t>(idx);
     py::gil_scoped_release nogil;
-    lf::max_pool2d_backward_cpu<T>(dxp, dyp, ip, s);
+    outside = lf::max_pool2d_backward_cpu<T>(dxp, dyp, ip, s);
   });
+  return outside;
 }
 
 void avg_pool2d_forward(py::object y_, py::object x_, int64_t kh, int64_t kw, int64_t sh,

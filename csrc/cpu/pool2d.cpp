@@ -304,32 +304,43 @@ void max_pool2d_forward_cpu(T* y, int64_t* indices, const T* x, const Pool2dShap
 }
 
 template <typename T>
-void max_pool2d_backward_cpu(T* dx, const T* dy, const int64_t* indices, const Pool2dShape& s) {
+int64_t max_pool2d_backward_cpu(T* dx, const T* dy, const int64_t* indices, const Pool2dShape& s) {
   const int64_t planes = s.planes(), HW = s.hw(), OHW = s.ohw();
   const int nt = threads_for(planes * (HW + OHW), planes);
+  int64_t outside = 0;
 #if LF_X86_SIMD
   if constexpr (std::is_same_v<T, float>) {
     if (avx512_2x2(s)) {  // dx written densely from the windows, no separate zero fill
       for_plane_runs(planes, nt, [&](int64_t p0, int64_t n) {
-        max2x2_bwd_planes_avx512(dx + p0 * HW, dy + p0 * OHW, indices + p0 * OHW, n, s.h, s.w, s.oh, s.ow);
+        const int64_t o = max2x2_bwd_planes_avx512(dx + p0 * HW, dy + p0 * OHW, indices + p0 * OHW, n, s.h,
+                                                   s.w, s.oh, s.ow);
+        if (o) {
+#pragma omp atomic
+          outside += o;
+        }
       });
-      return;
+      return outside;
     }
   }
 #endif
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : outside)
   for (int64_t pl = 0; pl < planes; ++pl) {
     T* dxp = dx + pl * HW;
     const T* dyp = dy + pl * OHW;
     const int64_t* ip = indices + pl * OHW;
     std::fill(dxp, dxp + HW, T(0));
-    // Indices outside the plane (only from a bad direct call, or -1 from an empty window)
-    // are skipped rather than written out of bounds.
+    // Indices outside the plane (from a bad call, or -1 from an empty window) are skipped
+    // rather than written out of bounds, and counted for the caller's error.
     for (int64_t o = 0; o < OHW; ++o) {
       const int64_t idx = ip[o];
-      if (idx >= 0 && idx < HW) dxp[idx] += dyp[o];
+      if (idx >= 0 && idx < HW) {
+        dxp[idx] += dyp[o];
+      } else {
+        ++outside;
+      }
     }
   }
+  return outside;
 }
 
 // The 2x2 / stride 2 / unpadded pool on the AVX2 path (float): windows never clip, so the
@@ -433,7 +444,7 @@ void avg_pool2d_backward_cpu(T* dx, const T* dy, const Pool2dShape& s, bool coun
 
 #define LF_INSTANTIATE(T)                                                                   \
   template void max_pool2d_forward_cpu<T>(T*, int64_t*, const T*, const Pool2dShape&);     \
-  template void max_pool2d_backward_cpu<T>(T*, const T*, const int64_t*, const Pool2dShape&); \
+  template int64_t max_pool2d_backward_cpu<T>(T*, const T*, const int64_t*, const Pool2dShape&); \
   template void avg_pool2d_forward_cpu<T>(T*, const T*, const Pool2dShape&, bool);         \
   template void avg_pool2d_backward_cpu<T>(T*, const T*, const Pool2dShape&, bool);
 LF_INSTANTIATE(float)

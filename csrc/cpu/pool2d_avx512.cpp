@@ -243,8 +243,8 @@ void avg2x2_bwd_planes_avx512(float* dx, const float* dy, int64_t planes, int64_
   }
 }
 
-void max2x2_bwd_planes_avx512(float* dx, const float* dy, const int64_t* indices, int64_t planes,
-                              int64_t h, int64_t w, int64_t oh, int64_t ow) {
+int64_t max2x2_bwd_planes_avx512(float* dx, const float* dy, const int64_t* indices, int64_t planes,
+                                 int64_t h, int64_t w, int64_t oh, int64_t ow) {
   const __m512i dup = dup_lanes();
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i down = _mm512_set1_epi32(int32_t(w));
@@ -252,6 +252,7 @@ void max2x2_bwd_planes_avx512(float* dx, const float* dy, const int64_t* indices
   const bool small = small_plane(h, w, oh, ow);
   SmallPlane sp;
   if (small) build_small_plane(sp, h, w, oh, ow);
+  int64_t outside = 0;
   for (int64_t pl = 0; pl < planes; ++pl) {
     float* dxp = dx + pl * hw;
     const float* dyp = dy + pl * ohw;
@@ -295,10 +296,16 @@ void max2x2_bwd_planes_avx512(float* dx, const float* dy, const int64_t* indices
     // redone as the general scatter: zeros, then += at every index inside the plane.
     if (matched != ohw) {
       zero_floats(dxp, hw);
-      for (int64_t i = 0; i < ohw; ++i)
-        if (ip[i] >= 0 && ip[i] < hw) dxp[ip[i]] += dyp[i];
+      for (int64_t i = 0; i < ohw; ++i) {
+        if (ip[i] >= 0 && ip[i] < hw) {
+          dxp[ip[i]] += dyp[i];
+        } else {
+          ++outside;
+        }
+      }
     }
   }
+  return outside;
 }
 
 }  // namespace lf

@@ -21,9 +21,10 @@ void avg2x2_bwd_planes_avx512(float* dx, const float* dy, int64_t planes, int64_
                               int64_t oh, int64_t ow);
 // dx (h, w), all of it written: dy at each window's recorded index, 0 elsewhere. A plane
 // whose indices are not all inside their own windows (indices from another pool) is
-// scattered the general way instead (indices outside the plane skipped), as pool2d.cpp does.
-// A zero gradient may come out as -0 where the scatter gives +0.
-void max2x2_bwd_planes_avx512(float* dx, const float* dy, const int64_t* indices, int64_t planes,
-                              int64_t h, int64_t w, int64_t oh, int64_t ow);
+// scattered the general way instead (indices outside the plane skipped and counted), as
+// pool2d.cpp does; returns that count. A zero gradient may come out as -0 where the scatter
+// gives +0.
+int64_t max2x2_bwd_planes_avx512(float* dx, const float* dy, const int64_t* indices, int64_t planes,
+                                 int64_t h, int64_t w, int64_t oh, int64_t ow);
 
 }  // namespace lf

@@ -13,7 +13,9 @@ Kernel interface (both ``_C`` and ``_numba`` implement all of it):
     conv2d_backward(dx|None, dw|None, db|None, dy, x, w, sh, sw, ph, pw, dh, dw)
     max_pool2d_forward(y, indices|None, x, kh, kw, sh, sw, ph, pw)
         indices int64 (N,C,OH,OW): offset h*W + w in the input plane.
-    max_pool2d_backward(dx, dy, indices, kh, kw, sh, sw, ph, pw)
+    max_pool2d_backward(dx, dy, indices, kh, kw, sh, sw, ph, pw) -> int
+        indices outside [0, H*W) are skipped and counted (ops.py raises on a count > 0;
+        the CUDA backend returns None and skips them).
     avg_pool2d_forward(y, x, kh, kw, sh, sw, ph, pw, count_include_pad)
     avg_pool2d_backward(dx, dy, kh, kw, sh, sw, ph, pw, count_include_pad)
     linear_forward(y, x, w, b|None)                 x (M,IN), w (OUT,IN), y (M,OUT)

@@ -373,9 +373,11 @@ def _k_max_pool_bwd(dx, dy, ind):
     # so overlapping windows accumulate in a fixed order.
     planes, hw = dx.shape
     ohw = dy.shape[1]
+    # Indices outside the plane are skipped and counted (the caller raises on them).
     dxf = dx.reshape(dx.size)
     dyf = dy.reshape(dy.size)
     indf = ind.reshape(ind.size)
+    outside = 0
     for t in range(planes):
         base = _u(t * hw)
         for e in range(_u(hw)):
@@ -385,6 +387,9 @@ def _k_max_pool_bwd(dx, dy, ind):
             i = indf[ob + o]
             if 0 <= i < hw:
                 dxf[base + _u(i)] += dyf[ob + o]
+            else:
+                outside += 1
+    return outside
 
 
 @_jit
@@ -461,10 +466,10 @@ def max_pool2d_forward(
 def max_pool2d_backward(
     dx: Array, dy: Array, indices: Array,
     kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
-) -> None:
+) -> int:
     planes = dx.shape[0] * dx.shape[1]
     hw, ohw = dx.shape[2] * dx.shape[3], dy.shape[2] * dy.shape[3]
-    _k_max_pool_bwd(dx.reshape(planes, hw), dy.reshape(planes, ohw), indices.reshape(planes, ohw))
+    return _k_max_pool_bwd(dx.reshape(planes, hw), dy.reshape(planes, ohw), indices.reshape(planes, ohw))
 
 
 def avg_pool2d_forward(
