@@ -1,7 +1,9 @@
 """Fixtures shared by the op tests: the backend grid, dtypes, the oracle comparison.
 
 Backends: 'cpp' (once per SIMD path the CPU supports, when _C can switch paths, and once
-with the im2col convolution where the direct one would run) and 'numba'.
+with the im2col convolution where the direct one would run) and 'numba'. Test modules that
+set ``STREAMING_KERNELS = True`` also run 'cpp:stream': every memory-bound kernel writes
+with non-temporal stores, which by default only calls bigger than the caches do.
 A backend that is missing is skipped, unless LAYERFORGE_REQUIRE_BACKENDS names it (CI sets
 it), in which case its tests fail: a build that silently lost _C must not look green.
 """
@@ -31,23 +33,43 @@ def _cpp_variants() -> list[str]:
 BACKENDS = _cpp_variants() + ["numba"]
 
 
-@pytest.fixture(params=BACKENDS)
+def _parametrized_by_test(metafunc, name: str) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if name in ([n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)):
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc):
+    # The backend grid, plus 'cpp:stream' for the modules whose kernels have a streaming path.
+    if "backend" not in metafunc.fixturenames or _parametrized_by_test(metafunc, "backend"):
+        return
+    extra = ["cpp:stream"] if getattr(metafunc.module, "STREAMING_KERNELS", False) else []
+    metafunc.parametrize("backend", BACKENDS + extra, indirect=True)
+
+
+@pytest.fixture
 def backend(request):
     """Backend name to pass as ``backend=``; 'cpp:<path>' forces a lower SIMD path for the test,
-    'cpp:im2col' the im2col + GEMM convolution where the direct kernels would run."""
+    'cpp:im2col' the im2col + GEMM convolution where the direct kernels would run, 'cpp:stream'
+    the non-temporal stores on every call, however small."""
     name, _, path = request.param.partition(":")
     if _backend.load(name) is None:
         msg = f"backend {name!r} unavailable: {_backend.unavailable_reason(name)}"
         if name in REQUIRED:
             pytest.fail(msg + " (required by LAYERFORGE_REQUIRE_BACKENDS)")
         pytest.skip(msg)
+    c = _backend.load("cpp")
     if path == "im2col":
-        c = _backend.load("cpp")
         c.set_conv_algorithm("im2col")
         yield name
         c.set_conv_algorithm("auto")
+    elif path == "stream":
+        c.set_stream_threshold(0)
+        yield name
+        c.set_stream_threshold(-1)
     elif path:
-        c = _backend.load("cpp")
         old = c.simd_path()
         c.set_simd_path(path)
         yield name

@@ -11,6 +11,7 @@ from layerforge import _reference as ref
 from layerforge import ops
 
 NAMES = ["relu", "sigmoid", "tanh"]
+STREAMING_KERNELS = True  # conftest: also run 'cpp:stream' (non-temporal stores on every call)
 
 
 def _x(shape, dtype):
@@ -56,3 +57,34 @@ def test_sigmoid_tanh_at_infinities_and_nan(backend, dtype, name):
     assert np.isnan(y[[2, 16]]).all()
     want = getattr(ref, name)(x[3:16].astype(np.float64))
     assert_close(y[3:16], want, dtype, name)
+
+
+def _placed(n: int, dtype, byte_offset: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """A 1-D array of n elements starting byte_offset bytes past a 64-byte boundary, inside
+    a byte buffer filled with the guard byte 0xA5: (array, buffer, the array's first byte)."""
+    item = np.dtype(dtype).itemsize
+    buf = np.full(n * item + 128, 0xA5, np.uint8)
+    start = (-buf.ctypes.data) % 64 + byte_offset
+    return buf[start:start + n * item].view(dtype), buf, start
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 47, 100, 40_003])
+@pytest.mark.parametrize("byte_offset", [0, 4, 16, 32, 60, 1])
+@pytest.mark.parametrize("name", NAMES)
+def test_activation_output_at_any_alignment(backend, name, n, byte_offset):
+    # The AVX-512 loops store a masked head up to the output's first 64-byte boundary, then
+    # whole lines (streamed under 'cpp:stream'), then a masked tail; an output that is not
+    # even float-aligned (byte offset 1) takes the plain loop. Every split must cover the
+    # output exactly: nothing outside it written (the guard bytes stay 0xA5), nothing skipped.
+    dtype = np.float32
+    x = _x((n,), dtype)
+    dy = rand(np.random.default_rng(2), (n,), dtype)
+    y, ybuf, ystart = _placed(n, dtype, byte_offset)
+    getattr(ops, name)(x, backend=backend, out=y)
+    assert_close(y, getattr(ref, name)(x), dtype, "y")
+    dx, dxbuf, dxstart = _placed(n, dtype, byte_offset)
+    getattr(ops, name + "_backward")(dy, x, backend=backend, out=dx)
+    assert_close(dx, getattr(ref, name + "_backward")(dy, x), dtype, "dx")
+    for buf, start in ((ybuf, ystart), (dxbuf, dxstart)):
+        guard = np.concatenate([buf[:start], buf[start + 4 * n:]])
+        assert (guard == 0xA5).all(), "bytes outside the output written"

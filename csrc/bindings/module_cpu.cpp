@@ -791,6 +791,15 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("name"),
         "Testing and benchmark hook: 'im2col' forces im2col + GEMM for every convolution "
         "(also LAYERFORGE_CONV=im2col); 'auto' is the default.");
+  m.def("stream_threshold", &lf::stream_min_bytes,
+        "Bytes a memory-bound call must touch before it writes its output with non-temporal "
+        "(cache-bypassing) stores; default 1.25x the L3 size (LAYERFORGE_STREAM_BYTES overrides).");
+  m.def("set_stream_threshold", [](int64_t nbytes) {
+    lf::set_stream_min_bytes(nbytes);
+    return lf::stream_min_bytes();
+  }, py::arg("nbytes"),
+        "Testing and benchmark hook: 0 streams every such call, a negative value restores the "
+        "default; returns the threshold now in force.");
   m.def("fma_peak_gflops", [](int threads) {
     if (threads == 0) threads = lf::num_threads();
     py::gil_scoped_release nogil;

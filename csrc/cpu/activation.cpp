@@ -20,23 +20,25 @@ namespace lf {
 
 namespace {
 
-// float32 on the AVX-512 path: f(out, a, b, count) on each thread's contiguous share (cut at
-// multiples of 16 floats, so no two threads write one cache line). False elsewhere.
+// float32 on the AVX-512 path: f(out, a, b, count, stream) on each thread's contiguous share
+// (cut at multiples of 16 floats, so no two threads write one cache line); stream when the
+// call's arrays are too big for the caches (simd.h). False elsewhere.
 template <typename T, class F>
 bool avx512_split(T* out, const T* a, const T* b, int64_t n, F f) {
 #if LF_X86_SIMD
   if constexpr (std::is_same_v<T, float>) {
     if (simd_path() != SimdPath::Avx512) return false;
+    const bool stream = n * int64_t(sizeof(float)) * (b ? 3 : 2) >= stream_min_bytes();
     const int nt = threads_for(n, (n + 15) / 16);
     if (nt == 1) {  // no OpenMP region at all: even a one-thread team costs a small call
-      f(out, a, b, n);
+      f(out, a, b, n, stream);
       return true;
     }
 #pragma omp parallel num_threads(nt)
     {
       const int64_t t = omp_get_thread_num(), tn = omp_get_num_threads(), blocks = (n + 15) / 16;
       const int64_t i0 = std::min(n, blocks * t / tn * 16), i1 = std::min(n, blocks * (t + 1) / tn * 16);
-      if (i1 > i0) f(out + i0, a + i0, b ? b + i0 : nullptr, i1 - i0);
+      if (i1 > i0) f(out + i0, a + i0, b ? b + i0 : nullptr, i1 - i0, stream);
     }
     return true;
   }
@@ -50,7 +52,7 @@ bool avx512_split(T* out, const T* a, const T* b, int64_t n, F f) {
 template <typename T>
 void relu_forward_cpu(T* y, const T* x, int64_t n) {
   if (avx512_split(y, x, static_cast<const T*>(nullptr), n,
-                   [](float* o, const float* a, const float*, int64_t m) { relu_f32_avx512(o, a, m); }))
+                   [](float* o, const float* a, const float*, int64_t m, bool st) { relu_f32_avx512(o, a, m, st); }))
     return;
   const int nt = threads_for(n, n);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
@@ -59,8 +61,8 @@ void relu_forward_cpu(T* y, const T* x, int64_t n) {
 
 template <typename T>
 void relu_backward_cpu(T* dx, const T* dy, const T* x, int64_t n) {
-  if (avx512_split(dx, dy, x, n, [](float* o, const float* d, const float* v, int64_t m) {
-        relu_bwd_f32_avx512(o, d, v, m);
+  if (avx512_split(dx, dy, x, n, [](float* o, const float* d, const float* v, int64_t m, bool st) {
+        relu_bwd_f32_avx512(o, d, v, m, st);
       }))
     return;
   const int nt = threads_for(n, n);
@@ -87,7 +89,7 @@ bool vmath_forward(T* y, const T* x, int64_t n, bool tanh_not_sigmoid) {
     if (path == SimdPath::Scalar) return false;
     if (path == SimdPath::Avx512) {  // out of place: no copy of x first
       if (avx512_split(y, x, static_cast<const float*>(nullptr), n,
-                       [tanh_not_sigmoid](float* o, const float* a, const float*, int64_t m) {
+                       [tanh_not_sigmoid](float* o, const float* a, const float*, int64_t m, bool) {
                          if (tanh_not_sigmoid) {
                            tanh_f32_avx512(o, a, m);
                          } else {
@@ -127,8 +129,8 @@ void sigmoid_forward_cpu(T* y, const T* x, int64_t n) {
 
 template <typename T>
 void sigmoid_backward_cpu(T* dx, const T* dy, const T* y, int64_t n) {
-  if (avx512_split(dx, dy, y, n, [](float* o, const float* d, const float* v, int64_t m) {
-        sigmoid_bwd_f32_avx512(o, d, v, m);
+  if (avx512_split(dx, dy, y, n, [](float* o, const float* d, const float* v, int64_t m, bool st) {
+        sigmoid_bwd_f32_avx512(o, d, v, m, st);
       }))
     return;
   const int nt = threads_for(n, n);
@@ -146,8 +148,8 @@ void tanh_forward_cpu(T* y, const T* x, int64_t n) {
 
 template <typename T>
 void tanh_backward_cpu(T* dx, const T* dy, const T* y, int64_t n) {
-  if (avx512_split(dx, dy, y, n, [](float* o, const float* d, const float* v, int64_t m) {
-        tanh_bwd_f32_avx512(o, d, v, m);
+  if (avx512_split(dx, dy, y, n, [](float* o, const float* d, const float* v, int64_t m, bool st) {
+        tanh_bwd_f32_avx512(o, d, v, m, st);
       }))
     return;
   const int nt = threads_for(n, n);

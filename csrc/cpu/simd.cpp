@@ -1,4 +1,5 @@
-// Run-time SIMD path selection (CPUID + LAYERFORGE_SIMD) and the process-wide thread count.
+// Run-time SIMD path selection (CPUID + LAYERFORGE_SIMD), the process-wide thread count, and
+// the streaming-store threshold.
 #include "cpu/simd.h"
 
 #include <omp.h>
@@ -8,6 +9,9 @@
 #include <cctype>
 #include <cstdlib>
 
+#include <fstream>
+#include <string>
+
 namespace lf {
 namespace {
 
@@ -16,6 +20,30 @@ namespace {
 std::atomic<int> g_path{-1};
 std::atomic<int> g_threads{0};
 std::atomic<int> g_conv{-1};
+std::atomic<int64_t> g_stream{-1};
+
+int64_t default_stream_bytes() {
+  const char* env = std::getenv("LAYERFORGE_STREAM_BYTES");
+  if (env && *env) {
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    if (end && *end == '\0' && v >= 0) return v;
+  }
+  // sysfs, not sysconf(_SC_LEVEL3_CACHE_SIZE): on our KVM guest glibc reports 320 MiB for a
+  // 32 MiB L3 (it scales the CPUID figure by the sharing threads the host describes).
+  int64_t l3 = -1;
+  for (int i = 0; i < 8 && l3 < 0; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    std::ifstream level(dir + "level"), size(dir + "size");
+    int lv = 0;
+    long long kb = 0;
+    char unit = 0;
+    if (level >> lv && lv == 3 && size >> kb >> unit && kb > 0)
+      l3 = unit == 'M' ? kb << 20 : unit == 'K' ? kb << 10 : kb;
+  }
+  if (l3 <= 0) l3 = int64_t(32) << 20;
+  return l3 + l3 / 4;
+}
 
 SimdPath detect() {
 #if LF_X86_SIMD
@@ -121,5 +149,18 @@ ConvAlgo conv_algo() {
 }
 
 void set_conv_algo(ConvAlgo a) { g_conv.store(static_cast<int>(a), std::memory_order_relaxed); }
+
+int64_t stream_min_bytes() {
+  int64_t b = g_stream.load(std::memory_order_relaxed);
+  if (b < 0) {
+    b = default_stream_bytes();
+    g_stream.store(b, std::memory_order_relaxed);
+  }
+  return b;
+}
+
+void set_stream_min_bytes(int64_t bytes) {
+  g_stream.store(bytes < 0 ? default_stream_bytes() : bytes, std::memory_order_relaxed);
+}
 
 }  // namespace lf

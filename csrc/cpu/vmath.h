@@ -26,10 +26,11 @@ void sigmoid_f32_avx512(float* y, int64_t n);
 void tanh_f32_avx512(float* y, const float* x, int64_t n);
 void sigmoid_f32_avx512(float* y, const float* x, int64_t n);
 
-// eltwise_avx512.cpp: the cheap elementwise loops on one contiguous range (float32).
-void relu_f32_avx512(float* y, const float* x, int64_t n);
-void relu_bwd_f32_avx512(float* dx, const float* dy, const float* x, int64_t n);
-void sigmoid_bwd_f32_avx512(float* dx, const float* dy, const float* y, int64_t n);
-void tanh_bwd_f32_avx512(float* dx, const float* dy, const float* y, int64_t n);
+// eltwise_avx512.cpp: the cheap elementwise loops on one contiguous range (float32);
+// `stream`: write the output with non-temporal stores (simd.h, stream_min_bytes).
+void relu_f32_avx512(float* y, const float* x, int64_t n, bool stream);
+void relu_bwd_f32_avx512(float* dx, const float* dy, const float* x, int64_t n, bool stream);
+void sigmoid_bwd_f32_avx512(float* dx, const float* dy, const float* y, int64_t n, bool stream);
+void tanh_bwd_f32_avx512(float* dx, const float* dy, const float* y, int64_t n, bool stream);
 
 }  // namespace lf
