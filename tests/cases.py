@@ -66,6 +66,9 @@ LINEAR = [
     ((32, 1600), 64, True),                  # documents' Dense(64)
     ((32, 64), 10, True),                    # documents' Dense(10)
     ((37, 129), 65, True),                   # off block multiples
+    ((256, 1600), 64, True),                 # Dense(64) at batch 256: dot products past 64 rows
+    ((130, 40), 7, False),                   # many rows, few outputs, off block multiples
+    ((67, 33), 65, True),                    # many rows and outputs: the packed GEMM
 ]
 
 # softmax: (shape, dim)
