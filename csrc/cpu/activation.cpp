@@ -20,13 +20,14 @@ namespace lf {
 
 namespace {
 
-// Threads for a cheap elementwise pass over n elements: one below 65536. A second thread
+// Threads for a cheap elementwise pass over n elements: each element weighs half a unit of
+// threads_for's grain, so one thread below 65536 elements. A second thread
 // saved nothing on the relu and backward loops at 32768 elements (5.2 vs 5.3 us) and little
 // on sigmoid (9.8 vs 7.5 us), and waking a sleeping OpenMP worker costs 20-80 us on our
 // machine when PyTorch's calls run in between (layerforge bench: sigmoid (256, 128) took
 // 37-87 us a call threaded, 6 us with OMP_WAIT_POLICY=active).
 inline int eltwise_threads(int64_t n, int64_t items) {
-  return n < 2 * kParallelGrain ? 1 : threads_for(n, items);
+  return threads_for(n / 2, items);
 }
 
 // float32 on the AVX-512 path: f(out, a, b, count, stream) on each thread's contiguous share

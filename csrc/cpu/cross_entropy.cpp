@@ -13,9 +13,15 @@ namespace lf {
 namespace {
 
 template <typename T>
-T logsumexp(const T* row, int64_t classes) {
+T row_max(const T* row, int64_t classes) {
   T m = row[0];
   for (int64_t j = 1; j < classes; ++j) m = std::max(m, row[j]);
+  return m;
+}
+
+template <typename T>
+T logsumexp(const T* row, int64_t classes) {
+  const T m = row_max(row, classes);
   T sum = T(0);
   for (int64_t j = 0; j < classes; ++j) sum += std::exp(row[j] - m);
   return m + std::log(sum);
@@ -46,8 +52,7 @@ void cross_entropy_backward_cpu(T* dlogits, const T* logits, const int64_t* labe
     T* out = dlogits + i * classes;
     // One exp per logit, kept in out, then scaled by scale / sum: the form exp(x - logsumexp)
     // took two exps (and a log) per logit, 20.5 us of a (256, 10) call against PyTorch's 20.
-    T m = row[0];
-    for (int64_t j = 1; j < classes; ++j) m = std::max(m, row[j]);
+    const T m = row_max(row, classes);
     T sum = T(0);
     for (int64_t j = 0; j < classes; ++j) sum += (out[j] = std::exp(row[j] - m));
     const T r = scale / sum;
