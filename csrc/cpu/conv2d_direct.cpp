@@ -90,6 +90,12 @@ float* pack_weights(AlignedBuffer<float>& buf, int64_t KO, int64_t CI, int64_t R
 // full: xin is instead dy itself, unpadded ((N, CI, z1 - z0, Wp - 2 (S - 1)), its row t being
 // row z0 + t of the padded planes), and each output row is one tile of the full-correlation
 // kernel (S = 3, OW <= the register tile), which skips the zero columns as well.
+//
+// Work items are (image, channel block, band of output rows). The tiles of a band go to a
+// per-thread (pixel, channel) scratch that stays in cache, and the band is then stored
+// transposed in one pass: it is contiguous in every channel plane, so y is written in whole
+// runs, and its lines were prefetched into L2 when the item began. On conv 2 at batch 256
+// (6.04 ms before), the transpose in registers saved 10% and the bands and prefetch 3% more.
 void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, int64_t Wp,
                  int64_t KO, int64_t R, int64_t S, int64_t OH, int64_t OW, const float* wpk,
                  int nv, const float* bias, int64_t z0, int64_t z1, bool relu, bool full = false) {
@@ -100,40 +106,46 @@ void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, 
   // Plane and row strides of xin, and the padded row its first row stands for.
   const int64_t xrs = full ? Wp - 2 * (S - 1) : Wp, xps = full ? (z1 - z0) * xrs : Hp * Wp;
   const int64_t shift = full ? z0 : 0;
-  const int64_t items = N * KB * OH;
-  const int nt = threads_for(2 * N * KO * OH * OW * CI * R * S, items);
+  const int nt = threads_for(2 * N * KO * OH * OW * CI * R * S, N * KB * OH);
+  // Bands of at most 64 KiB of scratch, and with threads enough of them for 4 items each.
+  constexpr int64_t kScratchFloats = 16384;
+  int64_t rows = std::max<int64_t>(1, std::min(OH, kScratchFloats / (OW * L)));
+  while (nt > 1 && rows > 1 && N * KB * ((OH + rows - 1) / rows) < 4 * nt) rows = (rows + 1) / 2;
+  const int64_t bands = (OH + rows - 1) / rows, items = N * KB * bands;
+  AlignedBuffer<float> sbuf;
+  float* scratch = sbuf.reserve(nt * rows * OW * L);
 #pragma omp parallel num_threads(nt)
   {
-    alignas(64) float out[14 * 32];  // NP * L <= 448 for every (NV, tile) in the tables
+    float* band = scratch + omp_get_thread_num() * rows * OW * L;
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
-      const int64_t n = it / (KB * OH), kb = (it / OH) % KB, oh = it % OH;
+      const int64_t n = it / (KB * bands), kb = (it / bands) % KB, oh0 = (it % bands) * rows;
+      const int64_t oh1 = std::min(OH, oh0 + rows);
       const int64_t k0 = kb * L, kn = std::min(L, KO - k0);
-      const int64_t r0 = std::max<int64_t>(0, z0 - oh), r1 = std::min(R, z1 - oh);
-      const float* xr = xin + n * CI * xps + (oh + r0 - shift) * xrs;
-      float* yr = y + (n * KO + k0) * OH * OW + oh * OW;
-      for (int64_t ow0 = 0; ow0 < OW; ow0 += np) {
-        const int64_t w = std::min(np, OW - ow0);
-        if (r1 > r0) {
-          (full ? direct_fullcorr3_ukr_avx512 : direct_fwd_ukr_avx512)(nv, static_cast<int>(w))(
-              xr + ow0, xps, xrs, CI, r1 - r0, S, wpk + kb * block + r0 * S * L, R * S * L, out);
-        } else {
-          std::fill(out, out + w * L, 0.f);
-        }
-        // The tile holds (pixel, channel); NCHW wants channel rows: a small transpose.
-        for (int64_t l = 0; l < kn; ++l) {
-          const float bv = bias ? bias[k0 + l] : 0.f;
-          float* dst = yr + l * OH * OW + ow0;
-          if (relu) {
-            for (int64_t p = 0; p < w; ++p) {
-              const float v = out[p * L + l] + bv;
-              dst[p] = v < 0.f ? 0.f : v;
-            }
+      float* yb = y + (n * KO + k0) * OH * OW + oh0 * OW;
+      // Ask for the band's lines of y in L2 now; they arrive while the tiles compute.
+      const int64_t run = (oh1 - oh0) * OW * static_cast<int64_t>(sizeof(float));
+      for (int64_t l = 0; l < kn; ++l) {
+        const char* row = reinterpret_cast<const char*>(yb + l * OH * OW);
+        for (int64_t q = 0; q < run; q += 64) __builtin_prefetch(row + q, 1, 2);
+        __builtin_prefetch(row + run - 1, 1, 2);
+      }
+      for (int64_t oh = oh0; oh < oh1; ++oh) {
+        const int64_t r0 = std::max<int64_t>(0, z0 - oh), r1 = std::min(R, z1 - oh);
+        const float* xr = xin + n * CI * xps + (oh + r0 - shift) * xrs;
+        for (int64_t ow0 = 0; ow0 < OW; ow0 += np) {
+          const int64_t w = std::min(np, OW - ow0);
+          float* out = band + ((oh - oh0) * OW + ow0) * L;
+          if (r1 > r0) {
+            (full ? direct_fullcorr3_ukr_avx512 : direct_fwd_ukr_avx512)(nv, static_cast<int>(w))(
+                xr + ow0, xps, xrs, CI, r1 - r0, S, wpk + kb * block + r0 * S * L, R * S * L, out);
           } else {
-            for (int64_t p = 0; p < w; ++p) dst[p] = out[p * L + l] + bv;
+            std::fill(out, out + w * L, 0.f);
           }
         }
       }
+      direct_store_tile_avx512(band, nv, (oh1 - oh0) * OW, kn, bias ? bias + k0 : nullptr, relu, yb,
+                               OH * OW);
     }
   }
 }

@@ -35,6 +35,10 @@ DirectDwUkr direct_dw_ukr_avx512(int nv, int nt);
 // the forward contract with x an unpadded dy row of np - 2 columns read at column p + s - 2,
 // the pairs (p, s) outside [0, np - 2) skipped (they would read zeros).
 DirectFwdUkr direct_fullcorr3_ukr_avx512(int nv, int np);
+// dst[l*ldd + p] = act(tile[p*16*nv + l] + bias[l]) for l < kn, p < np (the (pixel, channel)
+// tile of a forward kernel as kn channel rows; act is relu or none, bias may be nullptr).
+void direct_store_tile_avx512(const float* tile, int nv, int64_t np, int64_t kn, const float* bias,
+                              bool relu, float* dst, int64_t ldd);
 
 // True when the direct kernels run this shape on the current SIMD path (float32 only).
 bool conv2d_direct_forward_applies(const Conv2dShape& s);

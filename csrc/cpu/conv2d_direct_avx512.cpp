@@ -127,6 +127,53 @@ void dw_ukr(const float* x, int64_t xns, int64_t xrs, const int64_t* off, const 
     for (int v = 0; v < NV; ++v) _mm512_store_ps(out + (t * NV + v) * 16, acc[t][v]);
 }
 
+// m <= 8 tile rows (pixels) of one 16-channel group, bias added and relu applied in
+// registers, transposed so each channel's pixels are contiguous, then one store of m pixels
+// per channel row (masked when m < 8): 24 shuffles and 16 stores instead of 128 scalar copies.
+void store_rows8(const float* tile, int64_t L, int m, __m512 bias, bool relu, float* dst,
+                 int64_t ldd, int cn) {
+  __m512 r[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    r[i] = i < m ? _mm512_add_ps(_mm512_load_ps(tile + i * L), bias) : _mm512_setzero_ps();
+    if (relu) r[i] = _mm512_max_ps(r[i], _mm512_setzero_ps());
+  }
+  // Per 128-bit lane q (channels 4q..4q+3): t pairs rows, u holds one channel's 4 rows.
+  __m512 t[8], u[8];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {  // rows 0-3, rows 4-7
+    const __m512* th = t + 4 * h;
+    u[4 * h + 0] = _mm512_shuffle_ps(th[0], th[2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * h + 1] = _mm512_shuffle_ps(th[0], th[2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[4 * h + 2] = _mm512_shuffle_ps(th[1], th[3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * h + 3] = _mm512_shuffle_ps(th[1], th[3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  // Channel 4q + e = lane q of u[e] (rows 0-3) next to lane q of u[4 + e] (rows 4-7).
+  const __mmask16 keep = static_cast<__mmask16>((1u << m) - 1u);
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    const __m512i idx = _mm512_setr_epi32(4 * q, 4 * q + 1, 4 * q + 2, 4 * q + 3, 16 + 4 * q,
+                                          17 + 4 * q, 18 + 4 * q, 19 + 4 * q, 0, 0, 0, 0, 0, 0,
+                                          0, 0);
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) {
+      const int ch = 4 * q + e;
+      if (ch >= cn) break;
+      const __m512 v = _mm512_permutex2var_ps(u[e], idx, u[4 + e]);
+      if (m == 8) {
+        _mm256_storeu_ps(dst + ch * ldd, _mm512_castps512_ps256(v));
+      } else {
+        _mm512_mask_storeu_ps(dst + ch * ldd, keep, v);
+      }
+    }
+  }
+}
+
 // Every (NV, tile) instantiation in constant-initialised tables (no start-up code runs in
 // this AVX-512 translation unit).
 #define LF_T6(F, NV) &F<NV, 1>, &F<NV, 2>, &F<NV, 3>, &F<NV, 4>, &F<NV, 5>, &F<NV, 6>
@@ -167,6 +214,20 @@ DirectFwdUkr direct_fwd_ukr_avx512(int nv, int np) { return kFwd[nv - 1][np - 1]
 DirectDwUkr direct_dw_ukr_avx512(int nv, int nt) { return kDw[nv - 1][nt - 1]; }
 DirectFwdUkr direct_fullcorr3_ukr_avx512(int nv, int np) { return kFull[nv - 1][np - 3]; }
 
+void direct_store_tile_avx512(const float* tile, int nv, int64_t np, int64_t kn, const float* bias,
+                              bool relu, float* dst, int64_t ldd) {
+  const int64_t L = 16 * nv;
+  for (int64_t c0 = 0; c0 < kn; c0 += 16) {
+    const int cn = static_cast<int>(kn - c0 < 16 ? kn - c0 : 16);
+    const __m512 bv = bias ? _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << cn) - 1u), bias + c0)
+                           : _mm512_setzero_ps();
+    for (int64_t p0 = 0; p0 < np; p0 += 8) {
+      const int m = static_cast<int>(np - p0 < 8 ? np - p0 : 8);
+      store_rows8(tile + p0 * L + c0, L, m, bv, relu, dst + c0 * ldd + p0, ldd, cn);
+    }
+  }
+}
+
 }  // namespace lf
 
 #pragma GCC pop_options
@@ -175,5 +236,6 @@ namespace lf {
 DirectFwdUkr direct_fwd_ukr_avx512(int, int) { return nullptr; }
 DirectDwUkr direct_dw_ukr_avx512(int, int) { return nullptr; }
 DirectFwdUkr direct_fullcorr3_ukr_avx512(int, int) { return nullptr; }
+void direct_store_tile_avx512(const float*, int, int64_t, int64_t, const float*, bool, float*, int64_t) {}
 }  // namespace lf
 #endif
