@@ -38,10 +38,13 @@ CONV = [
     (1, 16, 4, 12, 24, 3, 3, 1, 0, 1, True),
     (1, 48, 6, 8, 16, 3, 3, 1, (1, 0), 1, False),
     # Direct-kernel bands: at least 4 items a thread with whole images a band (forward, and dx
-    # on dy itself), and rows capped by the 64 KiB band scratch (a wide image, 2 rows a band).
+    # on dy itself), and rows capped by the 64 KiB band scratch (a wide image, 2 rows a band,
+    # and one image a dW chunk).
     (9, 8, 9, 9, 20, 3, 3, 1, 1, 1, True),
     (8, 16, 7, 7, 24, 3, 3, 1, 0, 1, False),
     (8, 4, 7, 102, 64, 3, 3, 1, 0, 1, True),
+    # dW over image chunks (~256 KiB of x and dy each): 2 + 1 images a thread here.
+    (6, 4, 22, 22, 64, 3, 3, 1, 0, 1, True),
 ]
 
 # pool: (N, C, H, W, kernel, stride, padding)

@@ -20,11 +20,11 @@ namespace lf {
 // L = 16*NV, for p < NP (R may be a sub-range of the kernel rows: wcs keeps the full stride).
 using DirectFwdUkr = void (*)(const float* x, int64_t xcs, int64_t xrs, int64_t C, int64_t R,
                               int64_t S, const float* w, int64_t wcs, float* out);
-// out[t*L + l] = sum_{n<nimg, i<OH, j<OW} x[n*xns + off[t] + i*xrs + j] * d[n*dns + (i*OW + j)*ldd + l]
-// for t < NT, L = 16*NV.
+// out[t*L + l] (+)= sum_{n<nimg, i<OH, j<OW} x[n*xns + off[t] + i*xrs + j] * d[n*dns + (i*OW + j)*ldd + l]
+// for t < NT, L = 16*NV; accumulate adds to out instead of overwriting it.
 using DirectDwUkr = void (*)(const float* x, int64_t xns, int64_t xrs, const int64_t* off,
                              const float* d, int64_t ldd, int64_t dns, int64_t nimg, int64_t OH,
-                             int64_t OW, float* out);
+                             int64_t OW, float* out, bool accumulate);
 
 constexpr int kDirectMaxNV = 4;
 // Largest pixel (forward) / tap (dW) tile for NV vectors: at most 28 accumulators.

@@ -93,12 +93,14 @@ void fullcorr_ukr(const float* x, int64_t xcs, int64_t xrs, int64_t C, int64_t R
 
 template <int NV, int NT>
 void dw_ukr(const float* x, int64_t xns, int64_t xrs, const int64_t* off, const float* d,
-            int64_t ldd, int64_t dns, int64_t nimg, int64_t OH, int64_t OW, float* out) {
+            int64_t ldd, int64_t dns, int64_t nimg, int64_t OH, int64_t OW, float* out,
+            bool accumulate) {
   __m512 acc[NT][NV];
 #pragma GCC unroll 32
   for (int t = 0; t < NT; ++t)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_setzero_ps();
+    for (int v = 0; v < NV; ++v)
+      acc[t][v] = accumulate ? _mm512_load_ps(out + (t * NV + v) * 16) : _mm512_setzero_ps();
   int64_t o[NT];
 #pragma GCC unroll 32
   for (int t = 0; t < NT; ++t) o[t] = off[t];
