@@ -1,10 +1,12 @@
 // Drivers of the direct convolution (see conv2d_direct.h): padding copies, weight packing,
-// threading and the transposed stores, on the baseline ISA.
+// threading and the order of the work, on the baseline ISA.
 //   packed weights: (KB, CI, R, S, L) with L = 16*NV output channels per block, zero-filled
 //                   past the last channel, so every microkernel load is a full aligned vector;
-//   forward/dx work items: (image, channel block, output row), OpenMP static over them;
-//   dW: images split statically over threads, per-thread partials (KB, C*R*S, L) added in
-//       thread order, so dW is deterministic for a given thread count (as in conv2d.cpp).
+//   forward/dx work items: (image, channel block, band of output rows), OpenMP static over
+//       them; a band's tiles go to an in-cache scratch, then to y in one transposed store;
+//   dW: images split statically over threads and taken in L2-sized chunks, per-thread
+//       partials (KB, C*R*S, L) added in thread order, so dW is deterministic for a given
+//       thread count (as in conv2d.cpp).
 #include "cpu/conv2d_direct.h"
 
 #include <omp.h>

@@ -5,6 +5,8 @@
 //               of pixel and tap that would read dy's zero border are left out at compile time.
 //   dW        : NT taps x NV zmm of output channels, accumulated over every pixel of the
 //               images given, so the tile stays in registers for the whole reduction.
+//   store     : a (pixel, channel) tile of the forward/dx kernels to NCHW channel rows, with
+//               bias and relu, transposed in registers 8 pixels x 16 channels at a time.
 // Compiled with a target pragma and intrinsics only (no library templates), like the GEMM
 // microkernels, so no AVX-512 code can leak into inline functions shared with the baseline.
 #include <immintrin.h>
@@ -131,7 +133,7 @@ void dw_ukr(const float* x, int64_t xns, int64_t xrs, const int64_t* off, const 
 
 // m <= 8 tile rows (pixels) of one 16-channel group, bias added and relu applied in
 // registers, transposed so each channel's pixels are contiguous, then one store of m pixels
-// per channel row (masked when m < 8): 24 shuffles and 16 stores instead of 128 scalar copies.
+// per channel row (masked when m < 8): 32 shuffles and 16 stores instead of 128 scalar copies.
 void store_rows8(const float* tile, int64_t L, int m, __m512 bias, bool relu, float* dst,
                  int64_t ldd, int cn) {
   __m512 r[8];
