@@ -77,6 +77,7 @@ LINEAR = [
     ((256, 1600), 64, True),                 # Dense(64) at batch 256: dot products past 64 rows
     ((130, 40), 7, False),                   # many rows, few outputs, off block multiples
     ((67, 33), 65, True),                    # many rows and outputs: the packed GEMM
+    ((5, 150), 16, True),                    # dw outer products: 6 + 6 + 4 outputs x 64 + 64 + 22 inputs
 ]
 
 # softmax: (shape, dim)

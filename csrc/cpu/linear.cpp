@@ -3,8 +3,8 @@
 //   backward  dx = dy w            GEMM M x IN x OUT
 //             dw = dy^T x          GEMM OUT x IN x M  (A = dy^T, a strided view)
 //             db = column sums of dy
-// Every product goes through gemm_parallel (the float32 forward with few rows or outputs:
-// the inner-product kernel of linear_avx512.cpp instead), which splits one GEMM over the team only when
+// Every product goes through gemm_parallel (float32 on the AVX-512 path: the forward with few
+// rows or outputs and dw with few outputs use the kernels of linear_avx512.cpp instead), which splits one GEMM over the team only when
 // it is big enough to pay for waking it. The bias is written first and the GEMM
 // accumulates onto it, saving a pass over y.
 #include <algorithm>
@@ -43,6 +43,25 @@ bool linear_forward_dots(float* y, const float* x, const float* w, const float* 
   return true;
 }
 
+// float32 dw = dy^T x on the AVX-512 path for at most 16 outputs (the documents' Dense(10)):
+// blocks of at most 6 outputs x 64 inputs (linear_avx512.cpp), OpenMP over the blocks. With
+// more outputs x would be streamed once per output block; the packed GEMM reuses it better.
+bool linear_dw_outer(float* dw, const float* dy, const float* x, const LinearShape& s) {
+  const int64_t M = s.m, IN = s.in, OUT = s.out;
+  if (simd_path() != SimdPath::Avx512 || OUT > 16) return false;
+  const int64_t oblocks = (OUT + kOuterRows - 1) / kOuterRows, ow = (OUT + oblocks - 1) / oblocks;
+  const int64_t cols = 16 * kOuterVecs, iblocks = (IN + cols - 1) / cols, blocks = oblocks * iblocks;
+  const int nt = threads_for(M * OUT * IN, blocks);  // multiply-adds
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t q = 0; q < blocks; ++q) {
+    const int64_t o0 = (q / iblocks) * ow, i0 = (q % iblocks) * cols;
+    const int64_t no = std::min(ow, OUT - o0), ni = std::min(cols, IN - i0);
+    outer_block_avx512(static_cast<int>(no), static_cast<int>((ni + 15) / 16))(
+        dy + o0, OUT, x + i0, IN, M, ni, dw + o0 * IN + i0, IN);
+  }
+  return true;
+}
+
 }  // namespace
 
 template <typename T>
@@ -70,8 +89,12 @@ void linear_backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
                   GemmOperand<T>::strided(w, IN, 1), dx, IN, false);
   }
   if (dw && OUT > 0 && IN > 0) {
-    gemm_parallel(uk, OUT, IN, M, GemmOperand<T>::strided(dy, 1, OUT),
-                  GemmOperand<T>::strided(x, IN, 1), dw, IN, false);
+    bool done = false;
+    if constexpr (std::is_same_v<T, float>) done = linear_dw_outer(dw, dy, x, s);
+    if (!done) {
+      gemm_parallel(uk, OUT, IN, M, GemmOperand<T>::strided(dy, 1, OUT),
+                    GemmOperand<T>::strided(x, IN, 1), dw, IN, false);
+    }
   }
   if (db && OUT > 0) {
     // Rows added in order m = 0..M-1 into a vector of OUT partial sums: vectorises along
