@@ -77,7 +77,7 @@ def _ns(a: Any) -> type:
 
 
 def _size(a: Any) -> int:
-    return _ns(a).size(a)
+    return a.size if type(a) is np.ndarray else _ns(a).size(a)
 
 
 def _kernels(op: str, backend: str | None, x: Any) -> Any:
@@ -87,10 +87,20 @@ def _kernels(op: str, backend: str | None, x: Any) -> Any:
 
 def _same_dtype(op: str, **arrays: Any) -> np.dtype:
     """The one dtype of the call's arrays, which must also share one kind and one device."""
+    dt = None
+    for v in arrays.values():  # the common case (NumPy arrays of one dtype), no allocations
+        if v is None:
+            continue
+        if type(v) is not np.ndarray:
+            break
+        if dt is None:
+            dt = v.dtype
+        elif v.dtype is not dt and v.dtype != dt:
+            break
+    else:
+        return dt
     items = [(k, v) for k, v in arrays.items() if v is not None]
     k0, a0 = items[0]
-    if all(type(v) is np.ndarray and v.dtype == a0.dtype for _, v in items):
-        return a0.dtype
     ns = _ns(a0)
     dt = ns.dtype(a0)
     for k, v in items[1:]:
