@@ -4,9 +4,9 @@
 //             dw = dy^T x          GEMM OUT x IN x M  (A = dy^T, a strided view)
 //             db = column sums of dy
 // Every product goes through gemm_parallel (float32 on the AVX-512 path: the forward with few
-// rows or outputs and dw with few outputs use the kernels of linear_avx512.cpp instead), which splits one GEMM over the team only when
-// it is big enough to pay for waking it. The bias is written first and the GEMM
-// accumulates onto it, saving a pass over y.
+// rows or outputs and dw with few outputs use the kernels of linear_avx512.cpp instead),
+// which splits one GEMM over the team only when it is big enough to pay for waking it. The
+// bias is written first and the GEMM accumulates onto it, saving a pass over y.
 #include <algorithm>
 #include <type_traits>
 
