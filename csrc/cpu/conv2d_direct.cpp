@@ -213,47 +213,6 @@ void conv2d_direct_dw(float* dw, float* db, const float* dy, const float* x, con
     for (int64_t r = 0; r < s.r; ++r)
       for (int64_t q = 0; q < s.s; ++q) off[static_cast<size_t>((c * s.r + r) * s.s + q)] = c * plane + r * Wp + q;
 
-  // dy of image n as (P, Kp) at dst: the channels of one pixel become one vector load. The
-  // relu mask and the image's bias-gradient sums (sums, may be nullptr) ride along with this
-  // copy. Blocks of 16 pixels: the mask and the sums work on contiguous rows (vectorised),
-  // then a transpose out of the small L1 tile keeps the writes contiguous too.
-  auto transpose_dy = [&](int64_t n, float* dst, float* sums) {
-    const float* src = dy + n * K * P;
-    const float* mk = relu_y ? relu_y + n * K * P : nullptr;
-    if (sums) std::fill(sums, sums + K, 0.f);
-    alignas(64) float tile[16 * 64];
-    for (int64_t p0 = 0; p0 < P; p0 += 16) {
-      const int64_t m = std::min<int64_t>(16, P - p0);
-      for (int64_t k0 = 0; k0 < K; k0 += 64) {
-        const int64_t kn = std::min<int64_t>(64, K - k0);
-        for (int64_t k = 0; k < kn; ++k) {
-          const float* row = src + (k0 + k) * P + p0;
-          float* t = tile + k * 16;
-          if (mk) {
-            const float* mrow = mk + (k0 + k) * P + p0;
-            for (int64_t j = 0; j < m; ++j) {
-              const float v = row[j];  // unconditional load: a select, not a branch
-              t[j] = mrow[j] > 0.f ? v : 0.f;
-            }
-          } else {
-            for (int64_t j = 0; j < m; ++j) t[j] = row[j];
-          }
-          if (sums) {
-            float row_sum = 0.f;
-            for (int64_t j = 0; j < m; ++j) row_sum += t[j];
-            sums[k0 + k] += row_sum;
-          }
-        }
-        for (int64_t j = 0; j < m; ++j) {
-          float* d = dst + (p0 + j) * Kp + k0;
-          for (int64_t k = 0; k < kn; ++k) d[k] = tile[k * 16 + j];
-        }
-      }
-      for (int64_t j = 0; j < m; ++j)
-        for (int64_t k = K; k < Kp; ++k) dst[(p0 + j) * Kp + k] = 0.f;
-    }
-  };
-
   // Each thread takes a static share of the images, in chunks of about 256 KiB of (x, dy)
   // that stay in L2 while every tile of taps runs over them: dy is transposed per chunk into
   // the thread's scratch, and the tiles accumulate into the thread's partial dW (KB, T, L).
@@ -279,8 +238,11 @@ void conv2d_direct_dw(float* dw, float* db, const float* dy, const float* x, con
     if (n1 == n0) std::fill(mine, mine + per, 0.f);
     for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
       const int64_t cn = std::min(chunk, n1 - c0);
+      // dy as (P, Kp) per image: the channels of one pixel become one vector load. The relu
+      // mask and the image's bias-gradient sums ride along with this copy.
       for (int64_t n = c0; n < c0 + cn; ++n)
-        transpose_dy(n, dyt + (n - c0) * P * Kp, db ? dbn.data() + n * K : nullptr);
+        direct_transpose_dy_avx512(dy + n * K * P, relu_y ? relu_y + n * K * P : nullptr, K, P, Kp,
+                                   dyt + (n - c0) * P * Kp, db ? dbn.data() + n * K : nullptr);
       for (int64_t kb = 0; kb < KB; ++kb) {
         for (int64_t t0 = 0; t0 < T; t0 += tsz) {
           const int64_t tw = std::min(tsz, T - t0);

@@ -39,6 +39,11 @@ DirectFwdUkr direct_fullcorr3_ukr_avx512(int nv, int np);
 // tile of a forward kernel as kn channel rows; act is relu or none, bias may be nullptr).
 void direct_store_tile_avx512(const float* tile, int nv, int64_t np, int64_t kn, const float* bias,
                               bool relu, float* dst, int64_t ldd);
+// dst[p*Kp + k] = dy[k*P + p] (0 where mask[k*P + p] > 0 fails, mask may be nullptr) for
+// p < P, k < Kp (0 for k >= K); dst 64-byte aligned, Kp a multiple of 16. sums (may be
+// nullptr): sums[k] = sum over p of dst[p*Kp + k], in the order of p, for k < K.
+void direct_transpose_dy_avx512(const float* dy, const float* mask, int64_t K, int64_t P, int64_t Kp,
+                                float* dst, float* sums);
 
 // True when the direct kernels run this shape on the current SIMD path (float32 only).
 bool conv2d_direct_forward_applies(const Conv2dShape& s);

@@ -7,6 +7,8 @@
 //               images given, so the tile stays in registers for the whole reduction.
 //   store     : a (pixel, channel) tile of the forward/dx kernels to NCHW channel rows, with
 //               bias and relu, transposed in registers 8 pixels x 16 channels at a time.
+//   dy for dW : an image of dy (channels, pixels) to (pixels, channels), with the relu mask
+//               and the bias-gradient sums, 16 x 16 blocks transposed in registers.
 // Compiled with a target pragma and intrinsics only (no library templates), like the GEMM
 // microkernels, so no AVX-512 code can leak into inline functions shared with the baseline.
 #include <immintrin.h>
@@ -178,6 +180,34 @@ void store_rows8(const float* tile, int64_t L, int m, __m512 bias, bool relu, fl
   }
 }
 
+// 16 rows of 16 floats transposed in registers (r[i] lane j -> r[j] lane i): 64 shuffles.
+void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {  // lane q: pairs of rows at columns 4q..4q+3
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {  // u[4i + e] lane q: rows 4i..4i+3 at column 4q + e
+    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+#pragma GCC unroll 4
+  for (int e = 0; e < 4; ++e) {  // column 4q + e: lane q of u[e], u[4 + e], u[8 + e], u[12 + e]
+    const __m512 v0 = _mm512_shuffle_f32x4(u[e], u[4 + e], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 v1 = _mm512_shuffle_f32x4(u[e], u[4 + e], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 v3 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], _MM_SHUFFLE(3, 2, 3, 2));
+    r[e] = _mm512_shuffle_f32x4(v0, v2, _MM_SHUFFLE(2, 0, 2, 0));
+    r[4 + e] = _mm512_shuffle_f32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1));
+    r[8 + e] = _mm512_shuffle_f32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0));
+    r[12 + e] = _mm512_shuffle_f32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
 // Every (NV, tile) instantiation in constant-initialised tables (no start-up code runs in
 // this AVX-512 translation unit).
 #define LF_T6(F, NV) &F<NV, 1>, &F<NV, 2>, &F<NV, 3>, &F<NV, 4>, &F<NV, 5>, &F<NV, 6>
@@ -218,6 +248,41 @@ DirectFwdUkr direct_fwd_ukr_avx512(int nv, int np) { return kFwd[nv - 1][np - 1]
 DirectDwUkr direct_dw_ukr_avx512(int nv, int nt) { return kDw[nv - 1][nt - 1]; }
 DirectFwdUkr direct_fullcorr3_ukr_avx512(int nv, int np) { return kFull[nv - 1][np - 3]; }
 
+void direct_transpose_dy_avx512(const float* dy, const float* mask, int64_t K, int64_t P, int64_t Kp,
+                                float* dst, float* sums) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t k0 = 0; k0 < Kp; k0 += 16) {
+    const int64_t kn = K - k0 < 16 ? (K - k0 > 0 ? K - k0 : 0) : 16;
+    __m512 acc = zero;  // the block's channel sums, pixels added in order
+    for (int64_t p0 = 0; p0 < P; p0 += 16) {
+      const int64_t m = P - p0 < 16 ? P - p0 : 16;
+      const __mmask16 cols = static_cast<__mmask16>((1u << m) - 1u);
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        if (i >= kn) {
+          r[i] = zero;
+          continue;
+        }
+        const int64_t at = (k0 + i) * P + p0;
+        r[i] = _mm512_maskz_loadu_ps(cols, dy + at);
+        if (mask) {
+          const __mmask16 pass = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(cols, mask + at), zero, _CMP_GT_OQ);
+          r[i] = _mm512_maskz_mov_ps(pass, r[i]);
+        }
+      }
+      transpose16(r);
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) {
+        if (j >= m) break;
+        _mm512_store_ps(dst + (p0 + j) * Kp + k0, r[j]);
+        acc = _mm512_add_ps(acc, r[j]);
+      }
+    }
+    if (sums && kn > 0) _mm512_mask_storeu_ps(sums + k0, static_cast<__mmask16>((1u << kn) - 1u), acc);
+  }
+}
+
 void direct_store_tile_avx512(const float* tile, int nv, int64_t np, int64_t kn, const float* bias,
                               bool relu, float* dst, int64_t ldd) {
   const int64_t L = 16 * nv;
@@ -241,5 +306,6 @@ DirectFwdUkr direct_fwd_ukr_avx512(int, int) { return nullptr; }
 DirectDwUkr direct_dw_ukr_avx512(int, int) { return nullptr; }
 DirectFwdUkr direct_fullcorr3_ukr_avx512(int, int) { return nullptr; }
 void direct_store_tile_avx512(const float*, int, int64_t, int64_t, const float*, bool, float*, int64_t) {}
+void direct_transpose_dy_avx512(const float*, const float*, int64_t, int64_t, int64_t, float*, float*) {}
 }  // namespace lf
 #endif
