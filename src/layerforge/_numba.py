@@ -147,8 +147,9 @@ def _k_col2im(dx, dcol, n0, r, s, sh, sw, ph, pw, dh, dw, oh, ow):
 
 
 @_jit
-def _k_unchunk_bias(y, tmp, b, n0):
-    # y[n0 + n, k, :] = tmp[k, n, :] + b[k]: the GEMM result is (K, n, OH*OW).
+def _k_unchunk_bias(y, tmp, b, n0, relu):
+    # y[n0 + n, k, :] = tmp[k, n, :] + b[k] (then relu, as _k_relu_fwd): the GEMM result is
+    # (K, n, OH*OW). The relu rides on this pass instead of a second one over y.
     k_out, nc, ohw = tmp.shape
     yf = y.reshape(y.size)
     tf = tmp.reshape(tmp.size)
@@ -157,8 +158,13 @@ def _k_unchunk_bias(y, tmp, b, n0):
             bk = b[k]
             d = _u(((n0 + n) * k_out + k) * ohw)
             src = _u((k * nc + n) * ohw)
-            for e in range(_u(ohw)):
-                yf[d + e] = tf[src + e] + bk
+            if relu:
+                for e in range(_u(ohw)):
+                    v = tf[src + e] + bk
+                    yf[d + e] = 0 if v <= 0 else v  # NaN passes, as in _k_relu_fwd
+            else:
+                for e in range(_u(ohw)):
+                    yf[d + e] = tf[src + e] + bk
 
 
 @_jit
@@ -217,10 +223,7 @@ def conv2d_forward(
         tmp = np.empty((k_out, nc, ohw), y.dtype)
         _k_im2col(col, x, n0, r, s, sh, sw, ph, pw, dh, dw, oh, ow)
         np.dot(w2, col.reshape(crs, nc * ohw), out=tmp.reshape(k_out, nc * ohw))
-        _k_unchunk_bias(y3, tmp, bias, n0)
-    if relu:
-        flat = y.reshape(-1)
-        _k_relu_fwd(flat, flat)  # elementwise, so in place is safe
+        _k_unchunk_bias(y3, tmp, bias, n0, relu)
 
 
 def conv2d_backward(
