@@ -4,6 +4,7 @@ median of 15 samples of 8 steps. Run it once per implementation to compare each 
 without the other library's threads in the same process.
 
 Usage: python3 benchmarks/alone_step.py --impl cpp|numba|torch|torch-cl [--batch 32] [--threads 2]
+       [--show-samples]
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def main() -> None:
     p.add_argument("--impl", choices=["cpp", "numba", "torch", "torch-cl"], required=True)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--show-samples", action="store_true",
+                   help="also print every sample (ms per step), to see a run change speed midway")
     a = p.parse_args()
     if a.impl.startswith("torch"):
         import torch  # noqa: F401  (first: its libgomp then serves both, see README)
@@ -76,6 +79,8 @@ def main() -> None:
     ms = float(np.median(samples)) * 1e3
     print(f"{a.impl}: CNN training step, batch {a.batch}, {a.threads} threads: {ms:.3f} ms "
           f"({a.batch / ms * 1e3:,.0f} images/s)")
+    if a.show_samples:
+        print("samples (ms per step): " + " ".join(f"{v * 1e3:.1f}" for v in samples))
 
 
 if __name__ == "__main__":
