@@ -226,16 +226,16 @@ void conv2d_direct_dw(float* dw, float* db, const float* dy, const float* x, con
   const int64_t per = KB * T * L;  // one thread's partial
   AlignedBuffer<float> dbn;
   if (db) dbn.reserve(N * K);
+  const int64_t dyt_floats = std::min(chunk, N) * P * Kp;  // one thread's chunk of dy
   float* parts = part.reserve(nt * per);
-  float* dyts = dbuf.reserve(nt * std::min(chunk, N) * P * Kp);
+  float* dyts = dbuf.reserve(nt * dyt_floats);
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
     const int64_t n0 = N * tid / team, n1 = N * (tid + 1) / team;
     float* mine = parts + tid * per;
-    float* dyt = dyts + tid * std::min(chunk, N) * P * Kp;
+    float* dyt = dyts + tid * dyt_floats;
     if (tid == 0 && team < nt) std::fill(parts + team * per, parts + nt * per, 0.f);  // never ran
-    if (n1 == n0) std::fill(mine, mine + per, 0.f);
     for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
       const int64_t cn = std::min(chunk, n1 - c0);
       // dy as (P, Kp) per image: the channels of one pixel become one vector load. The relu

@@ -23,14 +23,30 @@
 namespace lf {
 namespace {
 
+// The register tile of every kernel below: M rows of NV vectors, stored row-major as
+// out[(m*NV + v)*16 + lane]. tile_load starts it from such a stored tile, or at zero.
+template <int M, int NV>
+__attribute__((always_inline)) inline void tile_load(__m512 (&acc)[M][NV], const float* from) {
+#pragma GCC unroll 32
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      acc[m][v] = from ? _mm512_load_ps(from + (m * NV + v) * 16) : _mm512_setzero_ps();
+}
+
+template <int M, int NV>
+__attribute__((always_inline)) inline void tile_store(const __m512 (&acc)[M][NV], float* out) {
+#pragma GCC unroll 32
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm512_store_ps(out + (m * NV + v) * 16, acc[m][v]);
+}
+
 template <int NV, int NP>
 void fwd_ukr(const float* x, int64_t xcs, int64_t xrs, int64_t C, int64_t R, int64_t S,
              const float* w, int64_t wcs, float* out) {
   __m512 acc[NP][NV];
-#pragma GCC unroll 32
-  for (int p = 0; p < NP; ++p)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[p][v] = _mm512_setzero_ps();
+  tile_load<NP, NV>(acc, nullptr);
   for (int64_t c = 0; c < C; ++c) {
     const float* wc = w + c * wcs;
     for (int64_t r = 0; r < R; ++r) {
@@ -49,10 +65,7 @@ void fwd_ukr(const float* x, int64_t xcs, int64_t xrs, int64_t C, int64_t R, int
       }
     }
   }
-#pragma GCC unroll 32
-  for (int p = 0; p < NP; ++p)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) _mm512_store_ps(out + (p * NV + v) * 16, acc[p][v]);
+  tile_store<NP, NV>(acc, out);
 }
 
 // The dx correlation of an unpadded (pw = 0) convolution with S = 3, without the zero
@@ -64,10 +77,7 @@ void fullcorr_ukr(const float* x, int64_t xcs, int64_t xrs, int64_t C, int64_t R
                   const float* w, int64_t wcs, float* out) {
   constexpr int S = 3, IW = NP - S + 1;
   __m512 acc[NP][NV];
-#pragma GCC unroll 32
-  for (int p = 0; p < NP; ++p)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[p][v] = _mm512_setzero_ps();
+  tile_load<NP, NV>(acc, nullptr);
   for (int64_t c = 0; c < C; ++c) {
     const float* wc = w + c * wcs;
     for (int64_t r = 0; r < R; ++r) {
@@ -89,10 +99,7 @@ void fullcorr_ukr(const float* x, int64_t xcs, int64_t xrs, int64_t C, int64_t R
       }
     }
   }
-#pragma GCC unroll 32
-  for (int p = 0; p < NP; ++p)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) _mm512_store_ps(out + (p * NV + v) * 16, acc[p][v]);
+  tile_store<NP, NV>(acc, out);
 }
 
 template <int NV, int NT>
@@ -100,11 +107,7 @@ void dw_ukr(const float* x, int64_t xns, int64_t xrs, const int64_t* off, const 
             int64_t ldd, int64_t dns, int64_t nimg, int64_t OH, int64_t OW, float* out,
             bool accumulate) {
   __m512 acc[NT][NV];
-#pragma GCC unroll 32
-  for (int t = 0; t < NT; ++t)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v)
-      acc[t][v] = accumulate ? _mm512_load_ps(out + (t * NV + v) * 16) : _mm512_setzero_ps();
+  tile_load<NT, NV>(acc, accumulate ? out : nullptr);
   int64_t o[NT];
 #pragma GCC unroll 32
   for (int t = 0; t < NT; ++t) o[t] = off[t];
@@ -127,10 +130,7 @@ void dw_ukr(const float* x, int64_t xns, int64_t xrs, const int64_t* off, const 
       }
     }
   }
-#pragma GCC unroll 32
-  for (int t = 0; t < NT; ++t)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) _mm512_store_ps(out + (t * NV + v) * 16, acc[t][v]);
+  tile_store<NT, NV>(acc, out);
 }
 
 // m <= 8 tile rows (pixels) of one 16-channel group, bias added and relu applied in
