@@ -418,18 +418,16 @@ def _cnn(nn: Any) -> Any:
     )
 
 
-def test_cnn_trains_step_by_step_like_torch_nn():
-    torch.manual_seed(0)
-    ours = _cnn(lft.nn)
-    ref = _cnn(torch.nn)
+def _train_in_lockstep(ours: Any, ref: Any, loss_ours: Any, loss_ref: Any, x_shape: tuple[int, ...]) -> None:
+    """Five Adam steps of two models holding the same weights, on the same random batches:
+    the losses, every gradient and every weight after each step must agree."""
     ref.load_state_dict(ours.state_dict())  # same names and shapes: a drop-in
     opt_ours = torch.optim.Adam(ours.parameters(), lr=1e-3)
     opt_ref = torch.optim.Adam(ref.parameters(), lr=1e-3)
-    loss_ours, loss_ref = lft.nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(1)
     for step in range(5):
-        x = torch.randn(16, 1, 28, 28, generator=gen)
-        y = torch.randint(0, 10, (16,), generator=gen)
+        x = torch.randn(*x_shape, generator=gen)
+        y = torch.randint(0, 10, (x_shape[0],), generator=gen)
         for opt in (opt_ours, opt_ref):
             opt.zero_grad()
         lo, lr = loss_ours(ours(x), y), loss_ref(ref(x), y)
@@ -446,6 +444,11 @@ def test_cnn_trains_step_by_step_like_torch_nn():
         for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=f"{name} after step {step}")
 
+
+def test_cnn_trains_step_by_step_like_torch_nn():
+    torch.manual_seed(0)
+    _train_in_lockstep(_cnn(lft.nn), _cnn(torch.nn), lft.nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss(),
+                       (16, 1, 28, 28))
 
 def _has_cxx_compiler() -> bool:
     return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
@@ -534,30 +537,8 @@ class _RowRNN(torch.nn.Module):
 
 def test_rnn_trains_step_by_step_like_torch_nn():
     torch.manual_seed(0)
-    ours = _RowRNN(lft.nn)
-    theirs = _RowRNN(torch.nn)
-    theirs.load_state_dict(ours.state_dict())
-    opt_ours = torch.optim.Adam(ours.parameters(), lr=1e-3)
-    opt_theirs = torch.optim.Adam(theirs.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(1)
-    for step in range(5):
-        x = torch.randn(16, 28, 28, generator=gen)
-        y = torch.randint(0, 10, (16,), generator=gen)
-        for opt in (opt_ours, opt_theirs):
-            opt.zero_grad()
-        lo, lt = loss_fn(ours(x), y), loss_fn(theirs(x), y)
-        torch.testing.assert_close(lo, lt, rtol=1e-5, atol=1e-6, msg=f"loss at step {step}")
-        lo.backward()
-        lt.backward()
-        for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
-            scale = q.grad.abs().max().item()
-            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5 * scale, msg=f"grad {name} at step {step}")
-        opt_ours.step()
-        opt_theirs.step()
-        # as in the CNN test: Adam moves each weight by ~lr whatever its gradient's size
-        for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
-            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=f"{name} after step {step}")
+    _train_in_lockstep(_RowRNN(lft.nn), _RowRNN(torch.nn), loss_fn, loss_fn, (16, 28, 28))
 
 
 @pytest.mark.parametrize("backend", [
