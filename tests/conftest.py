@@ -4,7 +4,8 @@ Backends: 'cpp' (once per SIMD path the CPU supports, when _C can switch paths, 
 with the im2col convolution where the direct one would run) and 'numba'. Test modules that
 set ``STREAMING_KERNELS = True`` also run 'cpp:stream' (on the AVX-512 path, where they
 exist): every memory-bound kernel writes with non-temporal stores, which by default only
-calls bigger than the caches do.
+calls bigger than the caches do. Modules that set ``THREADED_NUMBA = True`` also run
+'numba:threads': the Numba backend's worker threads on every call.
 A backend that is missing is skipped, unless LAYERFORGE_REQUIRE_BACKENDS names it (CI sets
 it), in which case its tests fail: a build that silently lost _C must not look green.
 """
@@ -32,6 +33,9 @@ def _cpp_variants() -> list[str]:
 
 
 BACKENDS = _cpp_variants() + ["numba"]
+# Modules that set THREADED_NUMBA = True also run 'numba:threads': every call in chunks of
+# about one image, spread over 3 worker threads however small (the ops that use them).
+NUMBA_THREADS_VARIANT = ["numba:threads"]
 
 
 def _stream_variants() -> list[str]:
@@ -56,6 +60,8 @@ def pytest_generate_tests(metafunc):
     if "backend" not in metafunc.fixturenames or _parametrized_by_test(metafunc, "backend"):
         return
     extra = STREAM_VARIANTS if getattr(metafunc.module, "STREAMING_KERNELS", False) else []
+    if getattr(metafunc.module, "THREADED_NUMBA", False):
+        extra = extra + NUMBA_THREADS_VARIANT
     metafunc.parametrize("backend", BACKENDS + extra, indirect=True)
 
 
@@ -70,6 +76,17 @@ def backend(request):
         if name in REQUIRED:
             pytest.fail(msg + " (required by LAYERFORGE_REQUIRE_BACKENDS)")
         pytest.skip(msg)
+    if name == "numba" and path == "threads":
+        nb = _backend.load("numba")
+        if nb._blas_local is None:
+            pytest.skip("the Numba backend runs one thread here: NumPy's BLAS has no per-thread setting")
+        saved = nb._PARALLEL_WORK, nb._COL_BYTES, nb.get_num_threads()
+        nb._PARALLEL_WORK, nb._COL_BYTES = 0, 1 << 12
+        nb.set_num_threads(3)
+        yield name
+        nb._PARALLEL_WORK, nb._COL_BYTES = saved[:2]
+        nb.set_num_threads(saved[2])
+        return
     c = _backend.load("cpp")
     if path == "im2col":
         c.set_conv_algorithm("im2col")

@@ -10,6 +10,8 @@ from conftest import assert_close, rand
 from layerforge import _reference as ref
 from layerforge import ops
 
+THREADED_NUMBA = True  # conftest: also run 'numba:threads' (worker threads on every call)
+
 
 def _case(c, dtype):
     xs, out, bias = c

@@ -32,6 +32,12 @@ Kernel interface (both ``_C`` and ``_numba`` implement all of it):
         activations per step for a backend without it (the CUDA backend today).
     rnn_backward(dx|None, dw_xh|None, dw_hh|None, db|None, dh0|None, dhs, x, w_xh, w_hh, h0|None, hs, activation)
 
+Optional (ops.py composes the three ops where a backend lacks them; _C and _numba have them):
+
+    conv2d_relu_pool_forward(y, indices, x, w, b|None, oh, ow, sh, sw, ph, pw, dh, dw)
+        max_pool2d(relu(conv2d(x)), 2) with indices; oh, ow: the convolution output (>= 2).
+    conv2d_relu_pool_backward(dx|None, dw|None, db|None, dy, indices, y, x, w, oh, ow, sh, sw, ph, pw, dh, dw)
+
 The semantics (NaN and tie rules, gradient formulas) are those of csrc/ops.h and
 _reference.py.
 """
@@ -48,6 +54,8 @@ _MODULES = {"cpp": "layerforge._C", "numba": "layerforge._numba", "cuda": "layer
 _loaded: dict[str, ModuleType | None] = {}
 _errors: dict[str, str] = {}
 _resolved: dict[tuple[Any, Any], tuple[str, ModuleType]] = {}
+# Threads asked of layerforge.set_num_threads before the Numba backend loaded (it reads this).
+numba_threads: int | None = None
 
 # The raw value of LAYERFORGE_BACKEND, read on every op call: os.environ.get costs about
 # 0.7 us (key encoding, value decoding), a lookup in the mapping behind it 0.05 us. That

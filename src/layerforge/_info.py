@@ -17,16 +17,17 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for the C++ (OpenMP) and, once loaded, the Numba kernels."""
+    """Threads for the C++ (OpenMP) and the Numba kernels."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: expected an int >= 1, got {n!r}")
     c = _backend.load("cpp")
     if c is not None:
         c.set_num_threads(n)
-    if "numba" in sys.modules:
-        import numba
-
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    nb = sys.modules.get("layerforge._numba")
+    if nb is not None:
+        nb.set_num_threads(n)
+    else:
+        _backend.numba_threads = n  # read when the Numba backend loads
 
 
 def collect() -> dict[str, Any]:
@@ -44,7 +45,7 @@ def collect() -> dict[str, Any]:
     if nb is not None:
         import numba
 
-        d["numba"] = {"available": True, "version": numba.__version__, "threads": numba.get_num_threads()}
+        d["numba"] = {"available": True, "version": numba.__version__, "threads": nb.get_num_threads()}
     else:
         d["numba"] = {"available": False, "reason": _backend.unavailable_reason("numba")}
     cu = _backend.load("cuda")

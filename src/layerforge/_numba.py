@@ -13,21 +13,26 @@ is not computed. The public functions are thin wrappers that turn None into flag
 reshape views; the ``_k_*`` functions are the jitted kernels, compiled lazily per dtype and
 cached on disk.
 
-Threads: every jitted kernel is SERIAL (no prange) and the parallelism comes from the
-multi-threaded BLAS that NumPy calls for the matrix products, which carry almost all of the
-work. A Numba thread pool next to BLAS's own is two pools spinning against each other: on
-2 cores, alternating an OpenMP prange kernel with a BLAS call measured 8 ms for 50 us of work.
-Plain Python threads over nogil kernels were tried too and rejected: each hand-off costs about
-50 us, a worker woken next to BLAS's still-spinning threads made the batch-256 step slower
-(83 -> 110 ms), and splitting the batch between two threads each running a one-thread GEMM
-was slower than one two-thread GEMM (505 against 390 us for two conv2-sized products).
+Threads: every jitted kernel is serial (no prange: a Numba thread pool next to BLAS's own is
+two pools spinning against each other; on 2 cores, alternating an OpenMP prange kernel with a
+BLAS call measured 8 ms for 50 us of work). The convolutions and large dense products instead
+split into chunks that run on plain Python threads (the caller plus helpers, ``_Workers``):
+each chunk's im2col, GEMM and copy-out run in one thread, with the GIL released, and each
+thread's GEMMs run on ONE BLAS thread (OpenBLAS's per-thread setting), so the BLAS's own
+threads never wake. Two one-thread GEMMs side by side ran conv2-sized chunks twice as fast
+as one two-thread GEMM after another, the serial passes get both cores too, and OpenBLAS's
+idle worker, which spins for about 0.1 s after each call, no longer competes with them: with
+two-thread GEMMs the batch-256 CNN step had phases of seconds at 1.7-2x its time, which
+one-thread GEMMs (set this way, or by OPENBLAS_NUM_THREADS=1) do not show. Without that
+OpenBLAS call (another BLAS) everything runs in the calling thread, as before.
 Matrix products go through NumPy at the Python level rather than ``np.dot`` inside ``njit``,
 because Numba's in-kernel BLAS needs SciPy, which is not a dependency.
 
 Convolution is im2col into a column matrix (C*R*S, n, OH*OW) for a chunk of n images, so each
-direction is ONE large GEMM per chunk, and dW is summed over chunks in batch order, so results
-do not depend on the thread count. Transcendentals (exp, tanh) go through NumPy's SIMD
-ufuncs, which are several times faster than Numba's scalar libm calls.
+direction is ONE large GEMM per chunk; the chunks are the same for any thread count and dW
+is summed over them in batch order, so results do not depend on the thread count.
+Transcendentals (exp, tanh) go through NumPy's SIMD ufuncs, which are several times faster
+than Numba's scalar libm calls.
 
 Hot loops index flat views with unsigned offsets (``_u``): with signed indices Numba emits a
 negative-index wraparound check per access, which blocks vectorisation (3-5x slower copies).
@@ -38,8 +43,16 @@ normalisers, pooling windows) accumulate in float64.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import queue
+import threading
+from collections.abc import Callable
+
 import numba
 import numpy as np
+
+from . import _backend
 
 Array = np.ndarray
 
@@ -49,6 +62,135 @@ Array = np.ndarray
 # 8 MiB, conv 1 (9 column rows, 32 output channels) ran as one 28 MB chunk at batch 256: the
 # documents' CNN step took 71.8 ms against 59.6 with this rule (2 and 4 MiB alike; 1 MiB 60.7).
 _COL_BYTES = 4 << 20
+
+# Scratch (column matrices, GEMM results, chunk gradients) is reused between calls, per
+# thread, up to this size per buffer; a larger one is allocated for the call. Fresh
+# multi-MiB arrays each call made the CNN step's speed depend on the allocator's state: the
+# same process alternated between 45 and 75-85 ms per batch-256 step for seconds at a time,
+# and with every large array mmap'ed (MALLOC_MMAP_THRESHOLD_=65536) it took 115 ms.
+_SCRATCH_CAP = 32 << 20
+_local = threading.local()
+
+
+def _scratch(slot: int, shape: tuple[int, ...], dtype: np.dtype) -> Array:
+    """An uninitialised C-contiguous array that reuses this thread's buffer ``slot`` (0-3;
+    arrays in use at the same time need different slots). It starts at address
+    slot * 1 KiB modulo 4 KiB: 64-byte aligned, and copies between two slots do not alias."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes > _SCRATCH_CAP:
+        return np.empty(shape, dtype)
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None:
+        bufs = _local.bufs = [None] * 4
+    buf = bufs[slot]
+    if buf is None or buf.nbytes < nbytes + 4096:
+        buf = bufs[slot] = np.empty(nbytes + 4096, np.uint8)
+    start = (slot * 1024 - buf.ctypes.data) % 4096
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
+
+# ---------------------------------------------------------------------------- threads
+
+# The convolutions run their chunks on worker threads (the caller plus helpers), each chunk's
+# GEMM on one BLAS thread, so that both cores do every pass. NumPy's own BLAS threads are
+# kept out of it: a two-thread GEMM per chunk ran conv2-sized chunks at 78 GFLOP/s against
+# 152 for two one-thread GEMMs side by side, and OpenBLAS's idle worker spins for about
+# 0.1 s after each call, against our threads.
+_PARALLEL_WORK = 4e6  # multiply-adds below which the chunks run in the calling thread
+
+
+def _find_blas_local() -> Callable[[int], int] | None:
+    """OpenBLAS's openblas_set_num_threads_local (the calling thread's count; OpenBLAS
+    0.3.27+) from the OpenBLAS that NumPy loaded, or None: then the chunks run in the calling
+    thread and the GEMMs use the BLAS's own threads."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and ".so" in ln}
+    except OSError:
+        return None
+    for path in sorted(paths, key=lambda q: "numpy" not in q):  # NumPy's own first
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
+    return None
+
+
+_blas_local = _find_blas_local()
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+_threads = (_backend.numba_threads or _default_threads()) if _blas_local is not None else 1
+
+
+def set_num_threads(n: int) -> None:
+    """Worker threads for the convolutions (1 without a per-thread OpenBLAS setting)."""
+    global _threads
+    _threads = max(1, int(n)) if _blas_local is not None else 1
+
+
+def get_num_threads() -> int:
+    return _threads
+
+
+class _Workers:
+    """Helper threads that each run one job of a call while the caller runs the first; the
+    call returns when all are done and re-raises the first exception. Each helper's BLAS
+    runs on one thread. Helpers start on first use and are forgotten in a forked child."""
+
+    def __init__(self) -> None:
+        self._queues: list[queue.SimpleQueue] = []
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        self._queues = []
+
+    def _loop(self, q: queue.SimpleQueue) -> None:
+        _blas_local(1)
+        while True:
+            job, done, errors = q.get()
+            try:
+                job()
+            except BaseException as exc:  # re-raised in the caller
+                errors.append(exc)
+            done.release()
+
+    def run(self, jobs: list[Callable[[], None]]) -> None:
+        with self._lock:
+            while len(self._queues) < len(jobs) - 1:
+                q: queue.SimpleQueue = queue.SimpleQueue()
+                threading.Thread(target=self._loop, args=(q,), daemon=True,
+                                 name=f"layerforge-numba-{len(self._queues) + 1}").start()
+                self._queues.append(q)
+            queues = self._queues[:len(jobs) - 1]
+        done = threading.Semaphore(0)
+        errors: list[BaseException] = []
+        for q, job in zip(queues, jobs[1:]):
+            q.put((job, done, errors))
+        prev = _blas_local(1)
+        try:
+            jobs[0]()
+        finally:
+            _blas_local(prev)
+            for _ in queues:
+                done.acquire()
+        if errors:
+            raise errors[0]
+
+
+_workers = _Workers()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_workers.reset)
+
 
 _jit = numba.njit(cache=True, nogil=True)
 # For kernels whose long sums are float64 accumulators: their order may change so that they
@@ -196,34 +338,132 @@ def _k_bias_grad(db, dy):
         db[k] = acc
 
 
-def _chunk_images(n: int, rows: int, ohw: int, itemsize: int) -> int:
-    """Images per chunk for ``rows`` (column-matrix rows + output channels) of OH*OW each."""
+def _chunk_bounds(n: int, rows: int, ohw: int, itemsize: int) -> list[tuple[int, int]]:
+    """[n0, n1) image ranges for ``rows`` (column-matrix rows + output channels) of OH*OW
+    each: equal chunks of at most about _COL_BYTES, an even number of them (two threads
+    share them evenly), the same whatever the thread count."""
     per_image = max(rows * ohw * itemsize, 1)
-    return max(1, min(n, _COL_BYTES // per_image))
+    step = max(1, min(n, _COL_BYTES // per_image))
+    count = -(-n // step)
+    if count % 2 and count < n:
+        count += 1
+    return [(n * i // count, n * (i + 1) // count) for i in range(count)]
+
+
+def _chunk_jobs(chunks: list[tuple[int, int]], work: float, run) -> None:
+    """run(i, n0, n1) for every chunk i: over the worker threads (chunk i on thread
+    i % threads) when there are several chunks and ``work`` (multiply-adds) is worth it,
+    else in the calling thread. BLAS runs on one thread per worker, except for a single big
+    chunk with threads to spare, which keeps the BLAS's own threads."""
+    t = min(_threads, len(chunks)) if work >= _PARALLEL_WORK else 1
+    if t >= 2:
+        def job(first: int):
+            def go():
+                for i in range(first, len(chunks), t):
+                    run(i, *chunks[i])
+            return go
+
+        _workers.run([job(j) for j in range(t)])
+        return
+    one = _blas_local is not None and not (len(chunks) == 1 and work >= _PARALLEL_WORK and _threads > 1)
+    prev = _blas_local(1) if one else 0
+    try:
+        for i, (n0, n1) in enumerate(chunks):
+            run(i, n0, n1)
+    finally:
+        if one:
+            _blas_local(prev)
+
+
+def _forward_chunks(
+    emit, x: Array, w: Array, sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, oh: int, ow: int,
+) -> None:
+    """The convolution's GEMM result for output rows/columns [0, oh) x [0, ow), a chunk of
+    images at a time: ``emit(tmp, n0)`` gets it as tmp (K, n, oh*ow) for images n0 .. n0+n
+    (chunks may run on several threads at once: emit must touch only those images)."""
+    n = x.shape[0]
+    k_out, c_in, r, s = w.shape
+    ohw = oh * ow
+    crs = c_in * r * s
+    w2 = w.reshape(k_out, crs)
+
+    def run(i: int, n0: int, n1: int) -> None:
+        nc = n1 - n0
+        col = _scratch(0, (crs, nc, ohw), x.dtype)
+        tmp = _scratch(1, (k_out, nc, ohw), x.dtype)
+        _k_im2col(col, x, n0, r, s, sh, sw, ph, pw, dh, dw, oh, ow)
+        np.dot(w2, col.reshape(crs, nc * ohw), out=tmp.reshape(k_out, nc * ohw))
+        emit(tmp, n0)
+
+    _chunk_jobs(_chunk_bounds(n, crs + k_out, ohw, x.itemsize), float(n) * ohw * crs * k_out, run)
+
+
+def _bias_or_zeros(b: Array | None, k_out: int, dtype: np.dtype) -> Array:
+    return np.zeros(k_out, dtype) if b is None else b
 
 
 def conv2d_forward(
     y: Array, x: Array, w: Array, b: Array | None,
     sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, relu: bool = False,
 ) -> None:
-    n = x.shape[0]
-    k_out, c_in, r, s = w.shape
-    oh, ow = y.shape[2], y.shape[3]
     if y.size == 0:
         return
+    y3 = y.reshape(y.shape[0], y.shape[1], -1)
+    bias = _bias_or_zeros(b, w.shape[0], y.dtype)
+    _forward_chunks(lambda tmp, n0: _k_unchunk_bias(y3, tmp, bias, n0, relu),
+                    x, w, sh, sw, ph, pw, dh, dw, y.shape[2], y.shape[3])
+
+
+def _backward_chunks(
+    fill, dx: Array | None, dwt: Array | None, x: Array, w: Array,
+    sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, oh: int, ow: int,
+) -> Array:
+    """dx and dW of the convolution for output rows/columns [0, oh) x [0, ow), a chunk of
+    images at a time: ``fill(dyc, acc, n0)`` writes the output gradient of images n0 .. n0+n
+    into dyc (K, n, oh*ow) and may add to acc (K,) float64, zeroed per chunk. Returns the
+    sum of the accs. Each chunk's dW (and acc) is kept apart and the chunks are summed in
+    batch order, so dW does not depend on the thread count. Needs n, K, C*R*S and oh*ow
+    all non-zero."""
+    n = x.shape[0]
+    k_out, c_in, r, s = w.shape
     ohw = oh * ow
     crs = c_in * r * s
     w2 = w.reshape(k_out, crs)
-    y3 = y.reshape(n, k_out, ohw)
-    bias = np.zeros(k_out, y.dtype) if b is None else b
-    step = _chunk_images(n, crs + k_out, ohw, y.itemsize)
-    for n0 in range(0, n, step):
-        nc = min(step, n - n0)
-        col = np.empty((crs, nc, ohw), y.dtype)
-        tmp = np.empty((k_out, nc, ohw), y.dtype)
-        _k_im2col(col, x, n0, r, s, sh, sw, ph, pw, dh, dw, oh, ow)
-        np.dot(w2, col.reshape(crs, nc * ohw), out=tmp.reshape(k_out, nc * ohw))
-        _k_unchunk_bias(y3, tmp, bias, n0, relu)
+    chunks = _chunk_bounds(n, crs + k_out, ohw, x.itemsize)
+    parts = np.empty((len(chunks), k_out, crs), x.dtype) if dwt is not None else None
+    accs = np.zeros((len(chunks), k_out), np.float64)
+
+    def run(i: int, n0: int, n1: int) -> None:
+        nc = n1 - n0
+        dyc = _scratch(1, (k_out, nc, ohw), x.dtype)
+        fill(dyc, accs[i], n0)
+        dy2 = dyc.reshape(k_out, nc * ohw)
+        col = _scratch(0, (crs, nc, ohw), x.dtype)
+        col2 = col.reshape(crs, nc * ohw)
+        if parts is not None:
+            _k_im2col(col, x, n0, r, s, sh, sw, ph, pw, dh, dw, oh, ow)
+            np.dot(dy2, col2.T, out=parts[i])
+        if dx is not None:
+            # col is free again: it now receives the column gradient W^T dY.
+            np.dot(w2.T, dy2, out=col2)
+            _k_col2im(dx, col, n0, r, s, sh, sw, ph, pw, dh, dw, oh, ow)
+
+    _chunk_jobs(chunks, float(n) * ohw * crs * k_out, run)
+    if parts is not None:
+        dw2 = dwt.reshape(k_out, crs)
+        dw2[...] = parts[0]
+        for part in parts[1:]:
+            dw2 += part
+    total = accs[0].copy()
+    for a in accs[1:]:
+        total += a
+    return total
+
+
+def _zero_grads(*grads: Array | None) -> None:
+    for g in grads:
+        if g is not None:
+            g.fill(0)
 
 
 def conv2d_backward(
@@ -231,48 +471,21 @@ def conv2d_backward(
     sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, relu_y: Array | None = None,
 ) -> None:
     if relu_y is not None:
-        da = np.empty_like(dy)
+        da = _scratch(3, dy.shape, dy.dtype)
         _k_relu_bwd(da.reshape(-1), dy.reshape(-1), relu_y.reshape(-1))
         dy = da
-    n = x.shape[0]
-    k_out, c_in, r, s = w.shape
-    oh, ow = dy.shape[2], dy.shape[3]
-    ohw = oh * ow
-    crs = c_in * r * s
-    dy3 = dy.reshape(n, k_out, ohw)
+    n, k_out, oh, ow = dy.shape
+    dy3 = dy.reshape(n, k_out, oh * ow)
     if db is not None:
         _k_bias_grad(db, dy3)
     if dx is None and dwt is None:
         return
-    if n == 0 or ohw == 0 or k_out == 0 or crs == 0:
+    if dy.size == 0 or w.size == 0:
         # Nothing reaches x or w: the gradients are exactly zero, and BLAS is not asked
         # about empty products.
-        if dx is not None:
-            dx.fill(0)
-        if dwt is not None:
-            dwt.fill(0)
+        _zero_grads(dx, dwt)
         return
-    w2 = w.reshape(k_out, crs)
-    dw2 = dwt.reshape(k_out, crs) if dwt is not None else None
-    step = _chunk_images(n, crs + k_out, ohw, dy.itemsize)
-    part = np.empty((k_out, crs), dy.dtype) if dw2 is not None and step < n else None
-    for n0 in range(0, n, step):
-        nc = min(step, n - n0)
-        dyc = np.empty((k_out, nc, ohw), dy.dtype)
-        _k_chunk(dyc, dy3, n0)
-        dy2 = dyc.reshape(k_out, nc * ohw)
-        col = np.empty((crs, nc, ohw), dy.dtype)
-        col2 = col.reshape(crs, nc * ohw)
-        if dw2 is not None:
-            _k_im2col(col, x, n0, r, s, sh, sw, ph, pw, dh, dw, oh, ow)
-            # Chunks are summed in batch order, so dW does not depend on the thread count.
-            np.dot(dy2, col2.T, out=dw2 if n0 == 0 else part)
-            if n0 != 0:
-                dw2 += part
-        if dx is not None:
-            # col is free again: it now receives the column gradient W^T dY.
-            np.dot(w2.T, dy2, out=col2)
-            _k_col2im(dx, col, n0, r, s, sh, sw, ph, pw, dh, dw, oh, ow)
+    _backward_chunks(lambda dyc, acc, n0: _k_chunk(dyc, dy3, n0), dx, dwt, x, w, sh, sw, ph, pw, dh, dw, oh, ow)
 
 
 # ---------------------------------------------------------------------------- pooling
@@ -494,6 +707,140 @@ def avg_pool2d_backward(
     _k_avg_pool_bwd(_planes(dx), _planes(dy), kh, kw, sh, sw, ph, pw, bool(count_include_pad))
 
 
+# ---------------------------------------------------------------------------- conv -> relu -> 2x2 max pool
+
+# The fused pair of the documents' Conv2D(relu) -> MaxPooling2D(2), with the semantics of
+# csrc/cpu/conv2d_pool.cpp: the convolution runs on its even part only (the rows and columns
+# 2x2 pooling reads; an odd last row/column never reaches y or a gradient), and the
+# full-size convolution output is never written: each chunk's GEMM result is pooled, or
+# each chunk's output gradient is scattered from the pooled one, while it is in cache.
+
+@_jit
+def _k_unchunk_relu_pool(y, ind, tmp, b, n0, ew, w_full):
+    # y, ind (N, K, PH*PW) <- max_pool 2x2 of relu(tmp[k, n] + b[k]) for images n0 .. n0+n;
+    # tmp (K, n, EH*EW) is the even part. The window rule and the float32 window-local index
+    # are those of _k_max_pool_2x2 (bit-identical y and indices); indices are h*W + w in the
+    # full (OH, OW) convolution plane, W = w_full.
+    k_out, nc, ehw = tmp.shape
+    ph, pw = ehw // ew // 2, ew // 2
+    yf = y.reshape(y.size)
+    indf = ind.reshape(ind.size)
+    tf = tmp.reshape(tmp.size)
+    one, two, uw = _u(1), _u(2), _u(ew)
+    z, k1, k2, k3 = np.float32(0), np.float32(1), np.float32(w_full), np.float32(w_full + 1)
+    kbuf = np.empty(pw, np.float32)
+    zero = np.zeros(1, tmp.dtype)[0]  # a typed 0: a literal would widen float32 to float64
+    for n in range(nc):
+        for k in range(k_out):
+            bk = b[k]
+            src = _u((k * nc + n) * ehw)
+            dst = _u(((n0 + n) * k_out + k) * ph * pw)
+            for p in range(ph):
+                r0 = src + _u(2 * p) * uw
+                r1 = r0 + uw
+                o = dst + _u(p * pw)
+                for q in range(_u(pw)):
+                    a = two * q
+                    m = tf[r0 + a] + bk
+                    m = zero if m <= 0 else m  # relu as _k_relu_fwd: NaN passes
+                    v = tf[r0 + a + one] + bk
+                    v = zero if v <= 0 else v
+                    g = (v > m) | (v != v)
+                    m = v if g else m
+                    kk = k1 if g else z
+                    v = tf[r1 + a] + bk
+                    v = zero if v <= 0 else v
+                    g = (v > m) | (v != v)
+                    m = v if g else m
+                    kk = k2 if g else kk
+                    v = tf[r1 + a + one] + bk
+                    v = zero if v <= 0 else v
+                    g = (v > m) | (v != v)
+                    yf[o + q] = v if g else m
+                    kbuf[q] = k3 if g else kk
+                i0 = np.int64(2 * p * w_full)
+                for q in range(_u(pw)):
+                    indf[o + q] = i0 + np.int64(two * q) + np.int64(kbuf[q])
+
+
+@_jit
+def _k_unpool_chunk(dyc, acc, dy, ind, y, n0, ew, h_full, w_full):
+    # dyc (K, n, EH*EW) <- the convolution-output gradient of images n0 .. n0+n on the even
+    # part: dy (N, K, PH*PW) goes to its window's argmax ind where the relu passed it (y > 0);
+    # acc[k] (float64) sums what was scattered (the bias gradient). An index of another
+    # window is placed where it points; one outside the even part is skipped.
+    k_out, nc, ehw = dyc.shape
+    eh = ehw // ew
+    ph, pw = eh // 2, ew // 2
+    phw = ph * pw
+    df = dyc.reshape(dyc.size)
+    dyf = dy.reshape(dy.size)
+    indf = ind.reshape(ind.size)
+    yf = y.reshape(y.size)
+    wf = np.int64(w_full)
+    zero = np.zeros(1, dyc.dtype)[0]
+    for k in range(k_out):
+        s = 0.0
+        for n in range(nc):
+            base = _u((k * nc + n) * ehw)
+            for e in range(_u(ehw)):
+                df[base + e] = 0
+            src = _u(((n0 + n) * k_out + k) * phw)
+            for p in range(ph):
+                for q in range(pw):
+                    o = src + _u(p * pw + q)
+                    g = dyf[o] if yf[o] > 0 else zero
+                    i = indf[o]
+                    d = i - (np.int64(2 * p) * wf + np.int64(2 * q))
+                    dr = np.int64(1) if d >= wf else np.int64(0)
+                    dc = d - dr * wf
+                    if d >= 0 and 0 <= dc <= 1:  # the window's own pixel: no division
+                        df[base + _u((2 * p + dr) * ew + 2 * q + dc)] += g
+                        s += g
+                    elif 0 <= i < np.int64(h_full) * wf:
+                        r = i // wf
+                        c = i - r * wf
+                        if r < eh and c < ew:
+                            df[base + _u(r * ew + c)] += g
+                            s += g
+        acc[k] += s
+
+
+def conv2d_relu_pool_forward(
+    y: Array, indices: Array, x: Array, w: Array, b: Array | None,
+    oh: int, ow: int, sh: int, sw: int, ph: int, pw: int, dh: int, dw: int,
+) -> None:
+    """y, indices (N, K, OH // 2, OW // 2) of max_pool2d(relu(conv2d(x, w, b)), 2); the
+    convolution output is (N, K, OH, OW), OH and OW at least 2."""
+    if y.size == 0:
+        return
+    n, k_out = y.shape[0], y.shape[1]
+    y3, i3 = y.reshape(n, k_out, -1), indices.reshape(n, k_out, -1)
+    bias = _bias_or_zeros(b, k_out, y.dtype)
+    eh, ew = oh - oh % 2, ow - ow % 2
+    _forward_chunks(lambda tmp, n0: _k_unchunk_relu_pool(y3, i3, tmp, bias, n0, ew, ow),
+                    x, w, sh, sw, ph, pw, dh, dw, eh, ew)
+
+
+def conv2d_relu_pool_backward(
+    dx: Array | None, dwt: Array | None, db: Array | None, dy: Array, indices: Array,
+    y: Array, x: Array, w: Array,
+    oh: int, ow: int, sh: int, sw: int, ph: int, pw: int, dh: int, dw: int,
+) -> None:
+    """(dx, dW, db) of conv2d_relu_pool_forward for the pooled gradient dy, from its pooled
+    y and indices (N, K, OH // 2, OW // 2)."""
+    n, k_out = dy.shape[0], dy.shape[1]
+    if dy.size == 0 or w.size == 0:
+        _zero_grads(dx, dwt, db)
+        return
+    dy3, i3, y3 = dy.reshape(n, k_out, -1), indices.reshape(n, k_out, -1), y.reshape(n, k_out, -1)
+    eh, ew = oh - oh % 2, ow - ow % 2
+    acc = _backward_chunks(lambda dyc, acc, n0: _k_unpool_chunk(dyc, acc, dy3, i3, y3, n0, ew, oh, ow),
+                           dx, dwt, x, w, sh, sw, ph, pw, dh, dw, eh, ew)
+    if db is not None:
+        db[:] = acc
+
+
 # ---------------------------------------------------------------------------- dense
 
 @_jit
@@ -510,8 +857,18 @@ def _k_col_sum(out, a):
         out[j] = acc[j]
 
 
+def _dot(a: Array, b: Array, out: Array) -> None:
+    """out = a @ b (out C-contiguous) as the convolutions run their GEMMs: a large product
+    in two row blocks of out, on two workers when there are (the same blocks with any thread
+    count, so the result does not depend on it)."""
+    m = out.shape[0]
+    work = float(m) * out.shape[1] * a.shape[1]
+    rows = [(0, m // 2), (m // 2, m)] if work >= _PARALLEL_WORK and m >= 32 else [(0, m)]
+    _chunk_jobs(rows, work, lambda i, r0, r1: np.dot(a[r0:r1], b, out=out[r0:r1]))
+
+
 def linear_forward(y: Array, x: Array, w: Array, b: Array | None) -> None:
-    np.dot(x, w.T, out=y)
+    _dot(x, w.T, y)
     if b is not None:
         y += b
 
@@ -520,9 +877,9 @@ def linear_backward(
     dx: Array | None, dwt: Array | None, db: Array | None, dy: Array, x: Array, w: Array,
 ) -> None:
     if dx is not None:
-        np.dot(dy, w, out=dx)
+        _dot(dy, w, dx)
     if dwt is not None:
-        np.dot(dy.T, x, out=dwt)
+        _dot(dy.T, x, dwt)
     if db is not None:
         _k_col_sum(db, dy)
 
