@@ -153,6 +153,7 @@ class _Workers:
 
     def reset(self) -> None:
         self._queues = []
+        self._lock = threading.Lock()  # a forked child may have inherited it held
 
     def _loop(self, q: queue.SimpleQueue) -> None:
         _blas_local(1)
@@ -534,6 +535,20 @@ def _k_max_pool_fwd(y, ind, x, kh, kw, sh, sw, ph, pw, want_ind):
                     indf[o] = mi
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _max4(v0, v1, v2, v3, z, k1, k2, k3):
+    """The 2x2 window rule on its values in row order: a value replaces the running maximum
+    when it is greater or NaN. Returns (max, its window-local index z/k1/k2/k3)."""
+    g = (v1 > v0) | (v1 != v1)
+    m = v1 if g else v0
+    k = k1 if g else z
+    g = (v2 > m) | (v2 != v2)
+    m = v2 if g else m
+    k = k2 if g else k
+    g = (v3 > m) | (v3 != v3)
+    return (v3 if g else m), (k3 if g else k)
+
+
 @_jit
 def _k_max_pool_2x2(y, ind, x, want_ind):
     # The 2x2 / stride 2 / no padding case of _k_max_pool_fwd (the documents' pooling), with
@@ -558,19 +573,8 @@ def _k_max_pool_2x2(y, ind, x, want_ind):
             if want_ind:
                 for q in range(_u(ow)):
                     a = two * q
-                    m = xf[r0 + a]
-                    v = xf[r0 + a + one]
-                    g = (v > m) | (v != v)
-                    m = v if g else m
-                    k = k1 if g else z
-                    v = xf[r1 + a]
-                    g = (v > m) | (v != v)
-                    m = v if g else m
-                    k = k2 if g else k
-                    v = xf[r1 + a + one]
-                    g = (v > m) | (v != v)
-                    yf[o + q] = v if g else m
-                    kbuf[q] = k3 if g else k
+                    yf[o + q], kbuf[q] = _max4(xf[r0 + a], xf[r0 + a + one], xf[r1 + a], xf[r1 + a + one],
+                                               z, k1, k2, k3)
                 i0 = np.int64(2 * p * w_in)
                 for q in range(_u(ow)):
                     indf[o + q] = i0 + np.int64(two * q) + np.int64(kbuf[q])
@@ -741,23 +745,12 @@ def _k_unchunk_relu_pool(y, ind, tmp, b, n0, ew, w_full):
                 o = dst + _u(p * pw)
                 for q in range(_u(pw)):
                     a = two * q
-                    m = tf[r0 + a] + bk
-                    m = zero if m <= 0 else m  # relu as _k_relu_fwd: NaN passes
-                    v = tf[r0 + a + one] + bk
-                    v = zero if v <= 0 else v
-                    g = (v > m) | (v != v)
-                    m = v if g else m
-                    kk = k1 if g else z
-                    v = tf[r1 + a] + bk
-                    v = zero if v <= 0 else v
-                    g = (v > m) | (v != v)
-                    m = v if g else m
-                    kk = k2 if g else kk
-                    v = tf[r1 + a + one] + bk
-                    v = zero if v <= 0 else v
-                    g = (v > m) | (v != v)
-                    yf[o + q] = v if g else m
-                    kbuf[q] = k3 if g else kk
+                    v0, v1 = tf[r0 + a] + bk, tf[r0 + a + one] + bk
+                    v2, v3 = tf[r1 + a] + bk, tf[r1 + a + one] + bk
+                    # relu as _k_relu_fwd (NaN passes), then the window rule
+                    yf[o + q], kbuf[q] = _max4(zero if v0 <= 0 else v0, zero if v1 <= 0 else v1,
+                                               zero if v2 <= 0 else v2, zero if v3 <= 0 else v3,
+                                               z, k1, k2, k3)
                 i0 = np.int64(2 * p * w_full)
                 for q in range(_u(pw)):
                     indf[o + q] = i0 + np.int64(two * q) + np.int64(kbuf[q])
