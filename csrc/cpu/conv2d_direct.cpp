@@ -2,8 +2,9 @@
 // threading and the order of the work, on the baseline ISA.
 //   packed weights: (KB, CI, R, S, L) with L = 16*NV output channels per block, zero-filled
 //                   past the last channel, so every microkernel load is a full aligned vector;
-//   forward/dx work items: (image, channel block, band of output rows), OpenMP dynamic over
-//       them; a band's tiles go to an in-cache scratch, then to y in one transposed store;
+//   forward/dx work items: (image, channel block, band of output rows), OpenMP over them
+//       (dynamic when a band is a whole plane); a band's tiles go to an in-cache scratch,
+//       then to y in one transposed store;
 //   dW: images split statically over threads and taken in L2-sized chunks, per-thread
 //       partials (KB, C*R*S, L) added in thread order, so dW is deterministic for a given
 //       thread count (as in conv2d.cpp).
@@ -99,11 +100,15 @@ float* pack_weights(AlignedBuffer<float>& buf, int64_t KO, int64_t CI, int64_t R
 // runs, and its lines were prefetched into L2 when the item began. On conv 2 at batch 256
 // (6.04 ms before), the transpose in registers saved 10% and the bands and prefetch 3% more.
 // An item whose successor starts a new image also prefetches that image's input planes into
-// L2 (conv 2 at batch 256: forward 6.3 -> 5.9 and 6.0 -> 5.7 ms, dx + dW 12.2 -> 11.8 and
-// 11.7 -> 11.2 ms, in-process A/B). Items are handed out one at a time (dynamic): each writes
-// its own output, so the result does not depend on which thread takes it, and a thread slowed
-// by the shared machine takes fewer (forward medians 1.5-3% lower than static in 4 of 5
-// interleaved runs, level in the fifth).
+// L2 (conv 2 forward at batch 256, static schedule: 6.04 -> 5.74 and 6.02 -> 5.78 ms; dx + dW
+// 12.2 -> 11.8 and 11.7 -> 11.2 ms; in-process A/B). Where each item is a whole plane (one
+// band), items are handed out one at a time (dynamic): each writes its own output, so the
+// result does not depend on which thread takes it, and a thread slowed by the shared machine
+// takes fewer (conv 2 forward at batch 256 with the prefetch: 5.74 -> 5.61 and 5.78 -> 5.65
+// ms, and lower in 4 of 5 earlier interleaved runs). Bands of one plane keep the static
+// schedule: neighbouring bands share a cache line at their edge. (The fused conv + pool
+// forward's items are pooled rows of one plane, so they keep it too: dynamic there measured
+// 4.8 -> 5.4-9.1 ms.)
 void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, int64_t Wp,
                  int64_t KO, int64_t R, int64_t S, int64_t OH, int64_t OW, const float* wpk,
                  int nv, const float* bias, int64_t z0, int64_t z1, bool relu, bool full = false) {
@@ -125,8 +130,7 @@ void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, 
 #pragma omp parallel num_threads(nt)
   {
     float* band = scratch + omp_get_thread_num() * rows * OW * L;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < items; ++it) {
+    const auto item = [&](int64_t it) {
       const int64_t n = it / (KB * bands), kb = (it / bands) % KB, oh0 = (it % bands) * rows;
       const int64_t oh1 = std::min(OH, oh0 + rows);
       const int64_t k0 = kb * L, kn = std::min(L, KO - k0);
@@ -159,6 +163,13 @@ void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, 
       }
       direct_store_tile_avx512(band, nv, (oh1 - oh0) * OW, kn, bias ? bias + k0 : nullptr, relu, yb,
                                OH * OW);
+    };
+    if (bands == 1) {  // dynamic only where no two items share a cache line (above)
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t it = 0; it < items; ++it) item(it);
+    } else {
+#pragma omp for schedule(static)
+      for (int64_t it = 0; it < items; ++it) item(it);
     }
   }
 }
