@@ -66,6 +66,12 @@ const float* pad_planes(AlignedBuffer<float>& buf, const float* x, int64_t plane
   return d;
 }
 
+// Share `part` of `parts` of the cache lines of [p, p + bytes), prefetched into L2.
+inline void prefetch_share(const char* p, int64_t bytes, int64_t part, int64_t parts) {
+  const int64_t lines = (bytes + 63) / 64, l1 = lines * (part + 1) / parts;
+  for (int64_t l = lines * part / parts; l < l1; ++l) __builtin_prefetch(p + l * 64, 0, 2);
+}
+
 // (KB, CI, R, S, L) from value(out_channel, in_channel, r, s).
 template <class Value>
 float* pack_weights(AlignedBuffer<float>& buf, int64_t KO, int64_t CI, int64_t R, int64_t S,
@@ -142,11 +148,9 @@ void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, 
         for (int64_t q = 0; q < run; q += 64) __builtin_prefetch(row + q, 1, 2);
         __builtin_prefetch(row + run - 1, 1, 2);
       }
-      if (it + 1 < items && (it + 1) / (KB * bands) != n) {  // the next image's planes, to L2
-        const char* nx = reinterpret_cast<const char*>(xin + (n + 1) * CI * xps);
-        const int64_t bytes = CI * xps * static_cast<int64_t>(sizeof(float));
-        for (int64_t q = 0; q < bytes; q += 64) __builtin_prefetch(nx + q, 0, 2);
-      }
+      if (it + 1 < items && (it + 1) / (KB * bands) != n)  // the next image's planes, to L2
+        prefetch_share(reinterpret_cast<const char*>(xin + (n + 1) * CI * xps),
+                       CI * xps * static_cast<int64_t>(sizeof(float)), 0, 1);
       for (int64_t oh = oh0; oh < oh1; ++oh) {
         const int64_t r0 = std::max<int64_t>(0, z0 - oh), r1 = std::min(R, z1 - oh);
         const float* xr = xin + n * CI * xps + (oh + r0 - shift) * xrs;
@@ -239,7 +243,8 @@ void conv2d_direct_dw(float* dw, float* db, const float* dy, const float* x, con
   // that stay in L2 while every tile of taps runs over them: dy is transposed per chunk into
   // the thread's scratch, and the tiles accumulate into the thread's partial dW (KB, T, L).
   // (One pass of each tile over all the thread's images had read them from memory 48 times
-  // on conv 2 at batch 256.)
+  // on conv 2 at batch 256.) The next chunk is prefetched into L2 meanwhile, a share per
+  // tile: conv 2's dW at batch 256 5.44 -> 5.22 and 5.74 -> 5.44 ms (in-process A/B).
   const int64_t per_image = (P * Kp + s.c * plane) * static_cast<int64_t>(sizeof(float));
   const int64_t chunk = std::max<int64_t>(1, (int64_t(256) << 10) / per_image);
   const int64_t maxnt = kDirectMaxTile[nv - 1];
@@ -265,8 +270,18 @@ void conv2d_direct_dw(float* dw, float* db, const float* dy, const float* x, con
       for (int64_t n = c0; n < c0 + cn; ++n)
         direct_transpose_dy_avx512(dy + n * K * P, relu_y ? relu_y + n * K * P : nullptr, K, P, Kp,
                                    dyt + (n - c0) * P * Kp, db ? dbn.data() + n * K : nullptr);
+      // The next chunk's x and dy, a share per tile, into L2 while this chunk's tiles run.
+      const int64_t nn = std::min(chunk, n1 - c0 - cn);
+      const char* px = reinterpret_cast<const char*>(xin + (c0 + cn) * s.c * plane);
+      const char* pd = reinterpret_cast<const char*>(dy + (c0 + cn) * K * P);
+      const int64_t xbytes = nn * s.c * plane * int64_t(sizeof(float));
+      const int64_t dbytes = nn * K * P * int64_t(sizeof(float));
+      const int64_t shares = KB * tiles;
+      int64_t share = 0;
       for (int64_t kb = 0; kb < KB; ++kb) {
-        for (int64_t t0 = 0; t0 < T; t0 += tsz) {
+        for (int64_t t0 = 0; t0 < T; t0 += tsz, ++share) {
+          prefetch_share(px, xbytes, share, shares);
+          prefetch_share(pd, dbytes, share, shares);
           const int64_t tw = std::min(tsz, T - t0);
           direct_dw_ukr_avx512(nv, static_cast<int>(tw))(
               xin + c0 * s.c * plane, s.c * plane, Wp, off.data() + t0, dyt + kb * L, Kp, P * Kp,
