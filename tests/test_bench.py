@@ -254,3 +254,23 @@ def test_report_reads_both_json_kinds(tmp_path):
                        check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "relu" in r.stdout and "2.00x" in r.stdout
+
+
+def test_measure_calibrates_on_warm_calls(monkeypatch):
+    """A sample runs enough calls for min_time, counted from the fastest of three timed calls
+    after the warm-up: a slow first or second call (a fresh buffer's page faults) must not
+    leave one call a sample. The fn sleeps instead of working, so only its call count is
+    checked, never a speed."""
+    import time
+
+    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    calls = []
+
+    def fn():
+        calls.append(None)
+        time.sleep(0.02 if len(calls) <= 2 else 0.0)
+
+    samples = bench.measure_samples({"f": fn}, repeats=2, min_time=0.01)
+    assert len(samples["f"]) == 2
+    per_sample = (len(calls) - 4) // 2 - 1  # warm-up + three timed calls, then (1 + inner) a sample
+    assert per_sample >= 2, f"{per_sample} call(s) a sample: calibrated on a slow call"

@@ -710,18 +710,23 @@ SETTLE_S = 0.02  # pause before each sample (see measure_samples)
 def measure_samples(fns: dict[str, Fn], repeats: int, min_time: float = 1e-3) -> dict[str, list[float]]:
     """Seconds per call of each fn, ``repeats`` samples each.
 
-    Each fn is called twice first (JIT compilation, allocator, caches), then each sample runs
-    it enough times back to back to last at least ``min_time`` seconds. Samples of the
-    different fns are interleaved, so a change in machine load hits all of them alike.
+    Each fn is called once first (JIT compilation, allocator, caches), then timed three
+    times; the fastest of those sets how many calls a sample runs back to back, to last at
+    least ``min_time`` seconds. (Timing only the second call had set one call a sample for the
+    multi-megabyte elementwise ops: that call still page-faulted its fresh output buffer.)
+    Samples of the different fns are interleaved, so a change in machine load hits all of
+    them alike.
     """
     if repeats < 1:
         raise ValueError(f"measure: repeats must be >= 1, got {repeats}")
     inner: dict[str, int] = {}
     for k, f in fns.items():
         f()
-        t0 = time.perf_counter()
-        f()
-        dt = time.perf_counter() - t0
+        dt = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            f()
+            dt = min(dt, time.perf_counter() - t0)
         inner[k] = max(1, min(100_000, math.ceil(min_time / max(dt, 1e-8))))
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
