@@ -645,11 +645,11 @@ def _ce_inputs(op: str, logits: Any, labels: Any) -> tuple[Any, Any]:
         raise ValueError(f"{op}: logits must have at least one class, got shape {tuple(logits.shape)}")
     if _ns(logits).is_device:
         return logits, lab  # range checked by the kernel (NaN rows), never by a device sync
-    lab = np.ascontiguousarray(lab, np.int64)
+    lab64 = np.ascontiguousarray(lab, np.int64)
     # One reduction: as unsigned, a negative label is above every class count.
-    if lab.size and np.maximum.reduce(lab.view(np.uint64)) >= c:
+    if lab64.size and np.maximum.reduce(lab64.view(np.uint64)) >= c:
         raise ValueError(f"{op}: labels must lie in [0, {c}), got values in [{lab.min()}, {lab.max()}]")
-    return logits, lab
+    return logits, lab64
 
 
 def cross_entropy(logits: Any, labels: Any, *, backend: str | None = None) -> Any:
