@@ -66,10 +66,16 @@ const float* pad_planes(AlignedBuffer<float>& buf, const float* x, int64_t plane
   return d;
 }
 
-// Share `part` of `parts` of the cache lines of [p, p + bytes), prefetched into L2.
-inline void prefetch_share(const char* p, int64_t bytes, int64_t part, int64_t parts) {
-  const int64_t lines = (bytes + 63) / 64, l1 = lines * (part + 1) / parts;
-  for (int64_t l = lines * part / parts; l < l1; ++l) __builtin_prefetch(p + l * 64, 0, 2);
+// Share `part` of `parts` of the cache lines that [p, p + bytes) touches, prefetched into
+// L2, for reading (RW = 0) or writing (RW = 1).
+template <int RW = 0>
+inline void prefetch_share(const void* p, int64_t bytes, int64_t part = 0, int64_t parts = 1) {
+  if (bytes <= 0) return;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p), first = a & ~uintptr_t(63);
+  const int64_t lines = static_cast<int64_t>((a + static_cast<uintptr_t>(bytes) - 1 - first) / 64) + 1;
+  const char* base = reinterpret_cast<const char*>(first);
+  const int64_t l1 = lines * (part + 1) / parts;
+  for (int64_t l = lines * part / parts; l < l1; ++l) __builtin_prefetch(base + l * 64, RW, 2);
 }
 
 // (KB, CI, R, S, L) from value(out_channel, in_channel, r, s).
@@ -143,14 +149,9 @@ void direct_corr(float* y, const float* xin, int64_t N, int64_t CI, int64_t Hp, 
       float* yb = y + (n * KO + k0) * OH * OW + oh0 * OW;
       // Ask for the band's lines of y in L2 now; they arrive while the tiles compute.
       const int64_t run = (oh1 - oh0) * OW * static_cast<int64_t>(sizeof(float));
-      for (int64_t l = 0; l < kn; ++l) {
-        const char* row = reinterpret_cast<const char*>(yb + l * OH * OW);
-        for (int64_t q = 0; q < run; q += 64) __builtin_prefetch(row + q, 1, 2);
-        __builtin_prefetch(row + run - 1, 1, 2);
-      }
+      for (int64_t l = 0; l < kn; ++l) prefetch_share<1>(yb + l * OH * OW, run);
       if (it + 1 < items && (it + 1) / (KB * bands) != n)  // the next image's planes, to L2
-        prefetch_share(reinterpret_cast<const char*>(xin + (n + 1) * CI * xps),
-                       CI * xps * static_cast<int64_t>(sizeof(float)), 0, 1);
+        prefetch_share(xin + (n + 1) * CI * xps, CI * xps * static_cast<int64_t>(sizeof(float)));
       for (int64_t oh = oh0; oh < oh1; ++oh) {
         const int64_t r0 = std::max<int64_t>(0, z0 - oh), r1 = std::min(R, z1 - oh);
         const float* xr = xin + n * CI * xps + (oh + r0 - shift) * xrs;
@@ -272,8 +273,8 @@ void conv2d_direct_dw(float* dw, float* db, const float* dy, const float* x, con
                                    dyt + (n - c0) * P * Kp, db ? dbn.data() + n * K : nullptr);
       // The next chunk's x and dy, a share per tile, into L2 while this chunk's tiles run.
       const int64_t nn = std::min(chunk, n1 - c0 - cn);
-      const char* px = reinterpret_cast<const char*>(xin + (c0 + cn) * s.c * plane);
-      const char* pd = reinterpret_cast<const char*>(dy + (c0 + cn) * K * P);
+      const float* px = xin + (c0 + cn) * s.c * plane;
+      const float* pd = dy + (c0 + cn) * K * P;
       const int64_t xbytes = nn * s.c * plane * int64_t(sizeof(float));
       const int64_t dbytes = nn * K * P * int64_t(sizeof(float));
       const int64_t shares = KB * tiles;
