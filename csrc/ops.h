@@ -16,17 +16,19 @@
 // - avg_pool2d: divisor kh*kw when count_include_pad, else the number of in-bounds
 //   elements of the window.
 // - softmax / log_softmax: subtract the row max before exp, so +-1e4 logits are finite.
-// - cross_entropy: loss[i] = logsumexp(logits[i,:]) - logits[i, labels[i]] (per row; the
-//   mean is taken by the caller). backward: dlogits[i,j] = scale * (softmax[i,j] - [j == labels[i]]).
-// Labels are int64 and already range-checked by the caller.
+// - cross_entropy: loss[i] = logsumexp(logits[i,:]) - logits[i, labels[i]]; the CPU forward
+//   returns their mean (summed in float64), the CUDA forward the rows (the caller takes the
+//   mean). backward: dlogits[i,j] = scale * (softmax[i,j] - [j == labels[i]]). Labels are
+//   int64; a label outside [0, classes) gives a NaN loss / a NaN dlogits row, and the CPU
+//   launchers return how many there were (the caller raises).
 //
 // CUDA launchers (<op>_<dir>_cuda, csrc/cuda/*.cu): the same arguments on device pointers,
 // then the caller's stream. They only enqueue work on that stream (never synchronize), throw
 // on a launch error, and are deterministic: no floating-point atomics; every sum runs in a
 // fixed order that depends only on the shapes. Differences from the CPU launchers, forced by
 // the device side not being able to raise errors:
-// - cross_entropy: a label outside [0, classes) gives a NaN loss / a NaN dlogits row instead
-//   of an error (the caller range-checks first).
+// - cross_entropy: a label outside [0, classes) is not counted (the NaN rows are the only
+//   sign of it).
 // - max_pool2d_backward gathers: each input element sums dy over the windows that contain it
 //   and whose index points at it, so an index that points outside its own window (never
 //   produced by the forward) is ignored rather than scattered.
@@ -92,13 +94,14 @@ void log_softmax_forward_cpu(T* y, const T* x, const SoftmaxShape& s);
 // dx = dy - exp(y) * sum(dy)
 template <typename T>
 void log_softmax_backward_cpu(T* dx, const T* dy, const T* y, const SoftmaxShape& s);
-// logits (n, classes)
+// logits (n, classes); mean: one value (NaN when n == 0). Both return the number of labels
+// outside [0, classes).
 template <typename T>
-void cross_entropy_forward_cpu(T* loss, const T* logits, const int64_t* labels, int64_t n,
+int64_t cross_entropy_mean_cpu(T* mean, const T* logits, const int64_t* labels, int64_t n,
                                int64_t classes);
 template <typename T>
-void cross_entropy_backward_cpu(T* dlogits, const T* logits, const int64_t* labels, T scale,
-                                int64_t n, int64_t classes);
+int64_t cross_entropy_backward_cpu(T* dlogits, const T* logits, const int64_t* labels, T scale,
+                                   int64_t n, int64_t classes);
 
 // ---- elementwise ----
 template <typename T> void relu_forward_cpu(T* y, const T* x, int64_t n);

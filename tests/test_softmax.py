@@ -7,8 +7,8 @@ import pytest
 from cases import CROSS_ENTROPY, SOFTMAX
 from conftest import assert_close, rand
 
+from layerforge import _backend, ops
 from layerforge import _reference as ref
-from layerforge import ops
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e4], ids=["unit", "huge"])
@@ -40,6 +40,48 @@ def test_cross_entropy(backend, dtype, c, scale):
     assert_close(loss, ref.cross_entropy(logits, labels), dtype, "loss")
     assert_close(ops.cross_entropy_backward(0.5, logits, labels, backend=backend),
                  ref.cross_entropy_backward(0.5, logits, labels), dtype, "dlogits")
+
+
+def test_cross_entropy_non_finite_logits(backend, dtype):
+    # A NaN logit, a +inf one, a row all -inf: NaN loss and dlogits row (as the oracle and
+    # torch); a -inf logit elsewhere in a row is a probability of 0. Row by row, since the
+    # mean of a batch with one NaN row is NaN. 17 classes: the SIMD forms' whole vector and tail.
+    inf = np.inf
+    rows = np.zeros((6, 17))
+    rows[0, 3] = np.nan
+    rows[1, 16] = np.nan
+    rows[2, 5] = inf
+    rows[3, :] = -inf
+    rows[4, [1, 16]] = -inf
+    rows[5] = np.linspace(-3, 3, 17)
+    rows = rows.astype(dtype)
+    for i in range(len(rows)):
+        z, lab = rows[i:i + 1], np.array([2])
+        with np.errstate(invalid="ignore"):
+            want, want_g = ref.cross_entropy(z, lab), ref.cross_entropy_backward(1.0, z, lab)
+        assert np.isnan(want) == (i < 4)
+        assert_close(ops.cross_entropy(z, lab, backend=backend), want, dtype, f"loss, row {i}")
+        assert_close(ops.cross_entropy_backward(1.0, z, lab, backend=backend), want_g, dtype, f"dlogits, row {i}")
+
+
+@pytest.mark.parametrize("bad", [-1, 5, 2**40])
+def test_cross_entropy_kernels_count_bad_labels(backend, bad):
+    # The host kernels never index by a bad label: they count it and give NaN for its row
+    # (ops raises on the count). 2**40 would read far outside the logits if indexed.
+    name = backend.partition(":")[0]
+    k = _backend.resolve(name, False, "test")[1]
+    logits = rand(np.random.default_rng(2), (4, 5), np.float32)
+    labels = np.array([0, bad, 4, bad], np.int64)
+    mean = np.empty((), np.float32)
+    assert k.cross_entropy_mean(mean, logits, labels) == 2
+    assert np.isnan(mean)
+    g = np.zeros_like(logits)
+    assert k.cross_entropy_backward(g, logits, labels, 0.25) == 2
+    assert np.isnan(g[[1, 3]]).all()
+    good = np.array([0, 2])
+    assert_close(g[[0, 2]], ref.cross_entropy_backward(1.0, logits[[0, 2]], labels[[0, 2]]) / 2, np.float32,
+                 "dlogits of the good rows")
+    assert k.cross_entropy_mean(mean, logits[good], labels[good]) == 0
 
 
 def test_cross_entropy_int32_labels_match_int64(backend):

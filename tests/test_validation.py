@@ -119,13 +119,15 @@ def test_sizes_that_are_not_ints(bad):
         ops.max_pool2d(X, bad)
 
 
-@pytest.mark.parametrize("labels", [[0, 10], [-1, 0]])
-def test_labels_out_of_range(labels):
+@pytest.mark.parametrize("labels", [[0, 10], [-1, 0], np.array([0, 2**64 - 1], np.uint64)])
+def test_labels_out_of_range(labels, backend):
     logits = np.zeros((2, 10), f32)
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
-        ops.cross_entropy(logits, np.array(labels))
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
-        ops.cross_entropy_backward(1.0, logits, np.array(labels))
+    hi = r"18446744073709551615" if isinstance(labels, np.ndarray) else r"-?\d+"  # as given, not wrapped
+    msg = rf"labels must lie in \[0, 10\), got values in \[-?\d+, {hi}\]"
+    with pytest.raises(ValueError, match=msg):
+        ops.cross_entropy(logits, np.array(labels), backend=backend)
+    with pytest.raises(ValueError, match=msg):
+        ops.cross_entropy_backward(1.0, logits, np.array(labels), backend=backend)
 
 
 def test_labels_not_integer_or_wrong_length():

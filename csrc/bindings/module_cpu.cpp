@@ -449,37 +449,30 @@ void softmax_bwd(const char* fn, SmOp op, py::object dx_, py::object dy_, py::ob
 
 // ---- cross entropy ---------------------------------------------------------------------
 
-void check_labels(const Call& c, const py::array& labels, int64_t classes) {
-  const int64_t* l = static_cast<const int64_t*>(labels.data());
-  const int64_t n = static_cast<int64_t>(labels.size());
-  for (int64_t i = 0; i < n; ++i)
-    LF_CHECK(l[i] >= 0 && l[i] < classes,
-             c.prefix("labels") << "label " << l[i] << " at position " << i
-                                << " is outside [0, " << classes << ")");
-}
-
-void cross_entropy_forward(py::object loss_, py::object logits_, py::object labels_) {
-  Call c("cross_entropy_forward");
+// Both return the number of labels outside [0, classes) (the kernels never index by them;
+// ops.py raises), so the range check costs no pass of its own.
+int64_t cross_entropy_mean(py::object mean_, py::object logits_, py::object labels_) {
+  Call c("cross_entropy_mean");
   const DT d = c.float_dtype(c.array(logits_, "logits"), "logits");
   py::array logits = c.check(logits_, "logits", d, 2, false);
-  py::array loss = c.check(loss_, "loss", d, 1, true);
+  py::array mean = c.check(mean_, "mean", d, 0, true);
   py::array labels = c.check(labels_, "labels", DT::I64, 1, false);
   const int64_t n = dim(logits, 0), classes = dim(logits, 1);
-  c.shape(loss, "loss", {n});
   c.shape(labels, "labels", {n});
-  check_labels(c, labels, classes);
+  int64_t bad = 0;
   dispatch(d, [&](auto tag) {
     using T = decltype(tag);
-    T* lp = ptr<T>(loss);
+    T* mp = ptr<T>(mean);
     const T* xp = cptr<T>(logits);
     const int64_t* yp = cptr<int64_t>(labels);
     py::gil_scoped_release nogil;
-    lf::cross_entropy_forward_cpu<T>(lp, xp, yp, n, classes);
+    bad = lf::cross_entropy_mean_cpu<T>(mp, xp, yp, n, classes);
   });
+  return bad;
 }
 
-void cross_entropy_backward(py::object dlogits_, py::object logits_, py::object labels_,
-                            double scale) {
+int64_t cross_entropy_backward(py::object dlogits_, py::object logits_, py::object labels_,
+                               double scale) {
   Call c("cross_entropy_backward");
   const DT d = c.float_dtype(c.array(logits_, "logits"), "logits");
   py::array logits = c.check(logits_, "logits", d, 2, false);
@@ -488,15 +481,16 @@ void cross_entropy_backward(py::object dlogits_, py::object logits_, py::object 
   const int64_t n = dim(logits, 0), classes = dim(logits, 1);
   c.same_shape(dlogits, "dlogits", logits);
   c.shape(labels, "labels", {n});
-  check_labels(c, labels, classes);
+  int64_t bad = 0;
   dispatch(d, [&](auto tag) {
     using T = decltype(tag);
     T* gp = ptr<T>(dlogits);
     const T* xp = cptr<T>(logits);
     const int64_t* yp = cptr<int64_t>(labels);
     py::gil_scoped_release nogil;
-    lf::cross_entropy_backward_cpu<T>(gp, xp, yp, static_cast<T>(scale), n, classes);
+    bad = lf::cross_entropy_backward_cpu<T>(gp, xp, yp, static_cast<T>(scale), n, classes);
   });
+  return bad;
 }
 
 // ---- elementwise -----------------------------------------------------------------------
@@ -721,7 +715,7 @@ PYBIND11_MODULE(_C, m) {
     softmax_bwd("log_softmax_backward", SmOp::LogSoftmaxB, dx, dy, y);
   }, py::arg("dx"), py::arg("dy"), py::arg("y"));
 
-  m.def("cross_entropy_forward", &cross_entropy_forward, py::arg("loss"), py::arg("logits"),
+  m.def("cross_entropy_mean", &cross_entropy_mean, py::arg("mean"), py::arg("logits"),
         py::arg("labels"));
   m.def("cross_entropy_backward", &cross_entropy_backward, py::arg("dlogits"),
         py::arg("logits"), py::arg("labels"), py::arg("scale"));

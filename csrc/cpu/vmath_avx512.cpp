@@ -1,8 +1,12 @@
-// AVX-512 float32 tanh / sigmoid in place (see vmath.h for the algorithms and accuracy).
+// AVX-512 float32 tanh / sigmoid, and the softmax cross-entropy rows (see vmath.h for the
+// algorithms and accuracy).
 // Compiled with a target pragma so the rest of the module stays on the portable baseline;
 // only intrinsics and file-local functions are used, so no AVX-512 code can leak into
 // shared inline functions or template instances.
 #include <immintrin.h>
+
+#include <cmath>
+#include <limits>
 
 #include "cpu/simd.h"
 #include "cpu/vmath.h"
@@ -90,7 +94,55 @@ inline void apply(float* y, const float* x, int64_t n) {
   }
 }
 
+inline __mmask16 tail_mask(int64_t left) { return static_cast<__mmask16>((1u << left) - 1u); }
+
+// The max m of x[0, c) (c >= 1), and the sum of exp(x - m), each exp also stored to e when
+// e is not null. The sum is NaN when any x - m is (a NaN logit, or a max of +-inf), as the
+// scalar form's would be: exp_nonpos alone would turn a NaN lane into a tiny number.
+inline float max_and_exp_sum(const float* x, int64_t c, float* e, float* max_out) {
+  __m512 vm = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + 16 <= c; j += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(x + j));
+  const __mmask16 tail = tail_mask(c - j);
+  if (tail) vm = _mm512_mask_max_ps(vm, tail, vm, _mm512_maskz_loadu_ps(tail, x + j));
+  const float m = _mm512_reduce_max_ps(vm);
+  const __m512 mv = _mm512_set1_ps(m);
+  __m512 acc = _mm512_setzero_ps();
+  __mmask16 nan = 0;
+  for (j = 0; j + 16 <= c; j += 16) {
+    const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(x + j), mv);
+    nan |= _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
+    const __m512 v = exp_nonpos(d);
+    if (e) _mm512_storeu_ps(e + j, v);
+    acc = _mm512_add_ps(acc, v);
+  }
+  if (tail) {
+    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + j), mv);
+    nan |= _mm512_mask_cmp_ps_mask(tail, d, d, _CMP_UNORD_Q);
+    const __m512 v = exp_nonpos(d);
+    if (e) _mm512_mask_storeu_ps(e + j, tail, v);
+    acc = _mm512_mask_add_ps(acc, tail, acc, v);
+  }
+  *max_out = m;
+  return nan ? std::numeric_limits<float>::quiet_NaN() : _mm512_reduce_add_ps(acc);
+}
+
 }  // namespace
+
+float logsumexp_f32_avx512(const float* x, int64_t c) {
+  float m;
+  const float s = max_and_exp_sum(x, c, nullptr, &m);
+  return m + std::log(s);
+}
+
+void softmax_scaled_f32_avx512(float* y, const float* x, int64_t c, float scale) {
+  float m;
+  const __m512 k = _mm512_set1_ps(scale / max_and_exp_sum(x, c, y, &m));
+  int64_t j = 0;
+  for (; j + 16 <= c; j += 16) _mm512_storeu_ps(y + j, _mm512_mul_ps(_mm512_loadu_ps(y + j), k));
+  const __mmask16 tail = tail_mask(c - j);
+  if (tail) _mm512_mask_storeu_ps(y + j, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, y + j), k));
+}
 
 void tanh_f32_avx512(float* y, int64_t n) { apply<tanh_ps>(y, y, n); }
 void sigmoid_f32_avx512(float* y, int64_t n) { apply<sigmoid_ps>(y, y, n); }

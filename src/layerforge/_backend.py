@@ -22,8 +22,13 @@ Kernel interface (both ``_C`` and ``_numba`` implement all of it):
     linear_backward(dx|None, dw|None, db|None, dy, x, w)
     softmax_forward(y, x)  /  log_softmax_forward(y, x)        3-D (outer, dim, inner)
     softmax_backward(dx, dy, y)  /  log_softmax_backward(dx, dy, y)
-    cross_entropy_forward(loss, logits, labels)     loss (N,), logits (N,C), labels int64 (N,)
-    cross_entropy_backward(dlogits, logits, labels, scale)
+    cross_entropy_mean(mean, logits, labels) -> int
+        mean 0-d, logits (N,C), labels int64 (N,): the mean row loss, summed in float64.
+        Host backends only; the CUDA backend has cross_entropy_forward(loss, logits, labels)
+        instead, loss (N,), whose mean ops.py takes on the device.
+    cross_entropy_backward(dlogits, logits, labels, scale) -> int
+        Both count labels outside [0, C) and give NaN for their rows (ops.py raises on a
+        count > 0); the CUDA backend gives the NaN rows and returns None.
     relu_forward(y, x), sigmoid_forward(y, x), tanh_forward(y, x)       any shape, all alike
     relu_backward(dx, dy, x), sigmoid_backward(dx, dy, y), tanh_backward(dx, dy, y)
     rnn_forward(hs, x, w_xh, w_hh, b|None, h0|None, activation)

@@ -1017,11 +1017,22 @@ def log_softmax_backward(dx: Array, dy: Array, y: Array) -> None:
 # ---------------------------------------------------------------------------- cross entropy
 
 @_jit
-def _k_cross_entropy(loss, dlogits, logits, labels, scale, grad):
-    # Forward: loss[i] = (max - logits[i, label]) + log(sum exp(logits[i] - max)), which keeps
-    # full precision when the max is huge. Backward: dlogits = scale * (softmax - onehot).
+def _k_cross_entropy(dlogits, logits, labels, scale, grad):
+    # Forward: returns sum_i (max - logits[i, label]) + log(sum exp(logits[i] - max)), summed
+    # in float64 in row order; the form keeps full precision when the max is huge. Backward: dlogits = scale * (softmax -
+    # onehot). A label outside [0, classes) is counted and never indexed by: its row's loss
+    # (so the sum) and its dlogits row are NaN.
     n, classes = logits.shape
+    total = 0.0
+    bad = 0
     for i in range(n):
+        lab = labels[i]
+        if lab < 0 or lab >= classes:
+            bad += 1
+            total = np.nan
+            if grad:
+                dlogits[i, :] = np.nan
+            continue
         m = logits[i, 0]
         for j in range(1, classes):
             v = logits[i, j]
@@ -1030,26 +1041,30 @@ def _k_cross_entropy(loss, dlogits, logits, labels, scale, grad):
         acc = 0.0
         for j in range(classes):
             acc += np.exp(logits[i, j] - m)
-        lab = labels[i]
         if grad:
             inv = 1.0 / acc
             for j in range(classes):
                 p = np.exp(logits[i, j] - m) * inv
                 dlogits[i, j] = scale * (p - 1.0 if j == lab else p)
         else:
-            loss[i] = (m - logits[i, lab]) + np.log(acc)
+            total += (m - logits[i, lab]) + np.log(acc)
+    return total, bad
 
 
-def cross_entropy_forward(loss: Array, logits: Array, labels: Array) -> None:
+def cross_entropy_mean(mean: Array, logits: Array, labels: Array) -> int:
+    n = logits.shape[0]
+    if n == 0:
+        mean[...] = np.nan
+        return 0
+    total, bad = _k_cross_entropy(np.empty((0, 0), logits.dtype), logits, labels, 0.0, False)
+    mean[...] = total / n
+    return bad
+
+
+def cross_entropy_backward(dlogits: Array, logits: Array, labels: Array, scale: float) -> int:
     if logits.shape[0] == 0:
-        return
-    _k_cross_entropy(loss, np.empty((0, 0), logits.dtype), logits, labels, 0.0, False)
-
-
-def cross_entropy_backward(dlogits: Array, logits: Array, labels: Array, scale: float) -> None:
-    if logits.shape[0] == 0:
-        return
-    _k_cross_entropy(np.empty(0, logits.dtype), dlogits, logits, labels, float(scale), True)
+        return 0
+    return _k_cross_entropy(dlogits, logits, labels, float(scale), True)[1]
 
 
 # ---------------------------------------------------------------------------- elementwise
