@@ -1039,14 +1039,18 @@ def _k_cross_entropy(dlogits, logits, labels, scale, grad):
             if v > m or np.isnan(v):
                 m = v
         acc = 0.0
-        for j in range(classes):
-            acc += np.exp(logits[i, j] - m)
-        if grad:
-            inv = 1.0 / acc
+        if grad:  # one exp per logit, kept in dlogits, then scaled (as the C++ kernel)
             for j in range(classes):
-                p = np.exp(logits[i, j] - m) * inv
-                dlogits[i, j] = scale * (p - 1.0 if j == lab else p)
+                e = np.exp(logits[i, j] - m)
+                dlogits[i, j] = e
+                acc += e
+            r = scale / acc
+            for j in range(classes):
+                dlogits[i, j] *= r
+            dlogits[i, lab] -= scale
         else:
+            for j in range(classes):
+                acc += np.exp(logits[i, j] - m)
             total += (m - logits[i, lab]) + np.log(acc)
     return total, bad
 
