@@ -705,9 +705,14 @@ def _check_batches(batches: Sequence[int]) -> None:
 # ---------------------------------------------------------------------------- timing
 
 SETTLE_S = 0.02  # pause before each sample (see measure_samples)
+# Seconds of calls a sample runs at least. At 1 ms the batch-32 rows' samples spread by up
+# to 2.3x their median (interquartile range) on our shared 2-core machine, the wake-up after
+# each pause weighing on a few calls; at 5 ms by at most 0.14x, in back-to-back runs of the
+# same rows (session 9). The pauses, not the samples, take most of a run's time.
+MIN_SAMPLE_S = 5e-3
 
 
-def measure_samples(fns: dict[str, Fn], repeats: int, min_time: float = 1e-3) -> dict[str, list[float]]:
+def measure_samples(fns: dict[str, Fn], repeats: int, min_time: float = MIN_SAMPLE_S) -> dict[str, list[float]]:
     """Seconds per call of each fn, ``repeats`` samples each.
 
     Each fn is called once first (JIT compilation, allocator, caches), then timed three
@@ -743,7 +748,7 @@ def measure_samples(fns: dict[str, Fn], repeats: int, min_time: float = 1e-3) ->
     return samples
 
 
-def measure(fns: dict[str, Fn], repeats: int, min_time: float = 1e-3) -> dict[str, float]:
+def measure(fns: dict[str, Fn], repeats: int, min_time: float = MIN_SAMPLE_S) -> dict[str, float]:
     """Median seconds per call of each fn (see ``measure_samples``)."""
     return {k: float(np.median(v)) for k, v in measure_samples(fns, repeats, min_time).items()}
 
@@ -852,7 +857,7 @@ def _cpu_name() -> str:
 
 
 def run(batches: Sequence[int] = (32,), op_names: Sequence[str] | None = None, threads: int | None = None,
-        repeats: int = 15, backend: str | None = None, use_torch: bool = True, min_time: float = 1e-3,
+        repeats: int = 15, backend: str | None = None, use_torch: bool = True, min_time: float = MIN_SAMPLE_S,
         progress: bool | None = None) -> Result:
     """Time each case for ours and PyTorch (when installed and ``use_torch``) and return the rows.
 
