@@ -5,7 +5,8 @@ Reads either kind:
   direction), each implementation's median in ms with its rate (GFLOP/s or GB/s), and the
   ratio of PyTorch's best layout to the C++ backend (> 1: layerforge faster);
 - ``layerforge bench --json F``: one row per case with ours, PyTorch's best, the ratio and the
-  fraction of the measured peak.
+  fraction of the measured peak; a ratio whose samples varied by more than the CLI's
+  threshold is marked ``*``, as in the CLI's table.
 
 Usage: python3 benchmarks/report.py BENCH.json
 """
@@ -72,6 +73,8 @@ def _group_key(groups: dict[str, dict[str, dict[str, Any]]]):
 
 
 def bench_cli_table(data: dict[str, Any]) -> list[str]:
+    from layerforge.bench import NOISY_SPREAD
+
     head = (f"| op | shape | ours ({data.get('backend', 'cpp')}) ms (rate) | PyTorch ms | PyTorch best / ours "
             "| % of peak |")
     lines = [head, "|---|---|---|---|---|---|"]
@@ -79,6 +82,8 @@ def bench_cli_table(data: dict[str, Any]) -> list[str]:
         theirs = "-" if r.get("torch_best_ms") is None else (
             f"{r['torch_best_ms']:.3f}" + (" (cl)" if r.get("torch_best") == "torch-cl" else ""))
         ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}x"
+        if r.get("spread", 0.0) > NOISY_SPREAD:
+            ratio += " *"
         frac = r.get("peak_fraction")
         kind = "FMA" if r.get("peak_kind") == "fma" else "BW"
         peak = "-" if frac is None else f"{100 * frac:.0f}% {kind}"

@@ -247,13 +247,17 @@ def test_report_reads_both_json_kinds(tmp_path):
     assert "conv2d" in r.stdout and "1.50x" in r.stdout and "cpp ms" in r.stdout
     cli_json = {"backend": "cpp", "threads": 2, "rows": [
         {"op": "relu", "direction": "forward", "shape": "(32,10)", "ours_ms": 0.01, "ours_rate": 1.0, "unit": "GB/s",
-         "torch_best": "torch", "torch_best_ms": 0.02, "ratio": 2.0, "peak_fraction": 0.5, "peak_kind": "memcpy"}]}
+         "torch_best": "torch", "torch_best_ms": 0.02, "ratio": 2.0, "peak_fraction": 0.5, "peak_kind": "memcpy"},
+        {"op": "tanh", "direction": "forward", "shape": "(32,10)", "ours_ms": 0.01, "ours_rate": 1.0, "unit": "GB/s",
+         "torch_best": "torch", "torch_best_ms": 0.03, "ratio": 3.0, "peak_fraction": 0.5, "peak_kind": "memcpy",
+         "spread": 2 * bench.NOISY_SPREAD}]}
     p2 = tmp_path / "cli.json"
     p2.write_text(json.dumps(cli_json))
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "report.py"), str(p2)],
                        check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "relu" in r.stdout and "2.00x" in r.stdout
+    assert "relu" in r.stdout and "2.00x |" in r.stdout  # no spread recorded: not marked noisy
+    assert "3.00x * |" in r.stdout  # a noisy row is marked, as in the CLI's table
 
 
 def test_measure_calibrates_on_warm_calls(monkeypatch):

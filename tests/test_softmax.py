@@ -28,6 +28,31 @@ def test_softmax_family(backend, dtype, c, name, scale):
     assert_close(bwd(dy, dim=dim, y=y, backend=backend), want, dtype, "dx from y")
 
 
+def _non_finite_rows(dtype) -> np.ndarray:
+    """Rows of 17 logits (a SIMD vector and a tail): a NaN (in the vector, in the tail), a +inf,
+    all -inf, -inf twice among finite values, and a finite row."""
+    inf = np.inf
+    rows = np.zeros((6, 17))
+    rows[0, 3] = np.nan
+    rows[1, 16] = np.nan
+    rows[2, 5] = inf
+    rows[3, :] = -inf
+    rows[4, [1, 16]] = -inf
+    rows[5] = np.linspace(-3, 3, 17)
+    return rows.astype(dtype)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_family_non_finite_rows(backend, dtype, name):
+    # NaN or +inf in a row, or a row all -inf: the whole row NaN (as the oracle and torch);
+    # a -inf among finite logits: probability 0 (log: -inf).
+    x = _non_finite_rows(dtype)
+    with np.errstate(invalid="ignore"):
+        want = getattr(ref, name)(x, 1)
+    assert np.isnan(want[:4]).all() and not np.isnan(want[4:]).any()
+    assert_close(getattr(ops, name)(x, 1, backend=backend), want, dtype, "y")
+
+
 @pytest.mark.parametrize("scale", [1.0, 1e4], ids=["unit", "huge"])
 @pytest.mark.parametrize("c", CROSS_ENTROPY, ids=[str(c) for c in CROSS_ENTROPY])
 def test_cross_entropy(backend, dtype, c, scale):
@@ -45,16 +70,8 @@ def test_cross_entropy(backend, dtype, c, scale):
 def test_cross_entropy_non_finite_logits(backend, dtype):
     # A NaN logit, a +inf one, a row all -inf: NaN loss and dlogits row (as the oracle and
     # torch); a -inf logit elsewhere in a row is a probability of 0. Row by row, since the
-    # mean of a batch with one NaN row is NaN. 17 classes: the SIMD forms' whole vector and tail.
-    inf = np.inf
-    rows = np.zeros((6, 17))
-    rows[0, 3] = np.nan
-    rows[1, 16] = np.nan
-    rows[2, 5] = inf
-    rows[3, :] = -inf
-    rows[4, [1, 16]] = -inf
-    rows[5] = np.linspace(-3, 3, 17)
-    rows = rows.astype(dtype)
+    # mean of a batch with one NaN row is NaN.
+    rows = _non_finite_rows(dtype)
     for i in range(len(rows)):
         z, lab = rows[i:i + 1], np.array([2])
         with np.errstate(invalid="ignore"):
