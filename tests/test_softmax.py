@@ -46,11 +46,16 @@ def _non_finite_rows(dtype) -> np.ndarray:
 def test_softmax_family_non_finite_rows(backend, dtype, name):
     # NaN or +inf in a row, or a row all -inf: the whole row NaN (as the oracle and torch);
     # a -inf among finite logits: probability 0 (log: -inf).
+    # The backward from that y: NaN rows stay NaN; exp(-inf) = 0 for log_softmax.
     x = _non_finite_rows(dtype)
+    dy = rand(np.random.default_rng(3), x.shape, dtype)
     with np.errstate(invalid="ignore"):
         want = getattr(ref, name)(x, 1)
+        want_dx = getattr(ref, name + "_backward")(dy, x, 1)
     assert np.isnan(want[:4]).all() and not np.isnan(want[4:]).any()
-    assert_close(getattr(ops, name)(x, 1, backend=backend), want, dtype, "y")
+    y = getattr(ops, name)(x, 1, backend=backend)
+    assert_close(y, want, dtype, "y")
+    assert_close(getattr(ops, name + "_backward")(dy, dim=1, y=y, backend=backend), want_dx, dtype, "dx from y")
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e4], ids=["unit", "huge"])

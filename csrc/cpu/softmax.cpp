@@ -98,15 +98,25 @@ void backward_cols(T* dx, const T* dy, const T* y, int64_t dim, int64_t inner, i
 }
 
 template <typename T, Kind kind>
-void backward_row(T* dx, const T* dy, const T* y, int64_t dim) {
+void backward_row(T* dx, const T* dy, const T* y, int64_t dim, bool vec) {
   T acc = T(0);
   if (kind == Kind::Softmax) {
     for (int64_t d = 0; d < dim; ++d) acc += dy[d] * y[d];
     for (int64_t d = 0; d < dim; ++d) dx[d] = y[d] * (dy[d] - acc);
-  } else {
-    for (int64_t d = 0; d < dim; ++d) acc += dy[d];
-    for (int64_t d = 0; d < dim; ++d) dx[d] = dy[d] - std::exp(y[d]) * acc;
+    return;
   }
+  for (int64_t d = 0; d < dim; ++d) acc += dy[d];
+#if LF_X86_SIMD
+  if constexpr (std::is_same_v<T, float>) {
+    if (vec) {
+      exp_f32_avx512(dx, y, dim);  // dx and y distinct (ops.h: no aliasing)
+      for (int64_t d = 0; d < dim; ++d) dx[d] = dy[d] - dx[d] * acc;
+      return;
+    }
+  }
+#endif
+  (void)vec;
+  for (int64_t d = 0; d < dim; ++d) dx[d] = dy[d] - std::exp(y[d]) * acc;
 }
 
 // Work items: one row when inner == 1, else one (outer, column block) pair.
@@ -135,12 +145,13 @@ void backward(T* dx, const T* dy, const T* y, const SoftmaxShape& s) {
   if (outer == 0 || dim == 0 || inner == 0) return;
   const int64_t blocks = (inner + kCols - 1) / kCols, items = outer * blocks;
   const int nt = threads_for(outer * dim * inner * 4, items);
+  const bool vec = simd_path() == SimdPath::Avx512;
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t it = 0; it < items; ++it) {
     const int64_t o = it / blocks, c0 = (it % blocks) * kCols;
     const int64_t off = o * dim * inner + c0;
     if (inner == 1) {
-      backward_row<T, kind>(dx + off, dy + off, y + off, dim);
+      backward_row<T, kind>(dx + off, dy + off, y + off, dim, vec);
     } else {
       backward_cols<T, kind>(dx + off, dy + off, y + off, dim, inner, std::min(kCols, inner - c0));
     }

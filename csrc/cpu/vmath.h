@@ -30,6 +30,8 @@ void sigmoid_f32_avx512(float* y, const float* x, int64_t n);
 // logsumexp(x); and y = scale * softmax(x) (y and x distinct). A NaN logit, or a row max of
 // +-inf, gives NaN (the whole row of y), as the scalar forms do.
 float logsumexp_f32_avx512(const float* x, int64_t c);
+// y = exp(x) for any x (0 / +inf past the float range, NaN kept).
+void exp_f32_avx512(float* y, const float* x, int64_t n);
 void softmax_scaled_f32_avx512(float* y, const float* x, int64_t c, float scale);
 
 // eltwise_avx512.cpp: the cheap elementwise loops on one contiguous range (float32);

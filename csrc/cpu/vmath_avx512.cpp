@@ -144,6 +144,14 @@ void softmax_scaled_f32_avx512(float* y, const float* x, int64_t c, float scale)
   if (tail) _mm512_mask_storeu_ps(y + j, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, y + j), k));
 }
 
+// exp(x) over the whole range: the argument clamped to [-100, 100] (exp gives 0 / +inf
+// there, as past the float range), NaN kept (min / max return their NaN operand here).
+inline __m512 exp_ps(__m512 x) {
+  return exp_clamped(_mm512_max_ps(_mm512_set1_ps(-100.0f), _mm512_min_ps(_mm512_set1_ps(100.0f), x)));
+}
+
+void exp_f32_avx512(float* y, const float* x, int64_t n) { apply<exp_ps>(y, x, n); }
+
 void tanh_f32_avx512(float* y, int64_t n) { apply<tanh_ps>(y, y, n); }
 void sigmoid_f32_avx512(float* y, int64_t n) { apply<sigmoid_ps>(y, y, n); }
 void tanh_f32_avx512(float* y, const float* x, int64_t n) { apply<tanh_ps>(y, x, n); }
