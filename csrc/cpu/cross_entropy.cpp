@@ -64,7 +64,7 @@ void softmax_scaled(T* out, const T* row, int64_t classes, T scale, bool vec) {
 template <typename T>
 int64_t cross_entropy_mean_cpu(T* mean, const T* logits, const int64_t* labels, int64_t n,
                                int64_t classes) {
-  // Each row's loss in T (as the per-row form stored it), summed in float64: in row order
+  // Each row's loss computed in T, summed in float64: in row order
   // within blocks of kBlock rows, then the block sums in order, so the result does not
   // depend on the thread count.
   constexpr int64_t kBlock = 1024;

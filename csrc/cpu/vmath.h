@@ -1,7 +1,8 @@
 // Vectorised float32 tanh and sigmoid, in place on n contiguous elements, for the fused
 // kernels that apply an activation to a small tile they have just produced (the RNN step
-// epilogue); and the exp-based cross-entropy rows. std::tanh / std::exp are scalar library calls (10-20 ns each), which would
-// cost more than the recurrent GEMM itself at the RNN's sizes; these run 8 / 16 lanes.
+// epilogue); and the exp-based softmax / cross-entropy rows. std::tanh / std::exp are scalar
+// library calls (10-20 ns each), which would cost more than the recurrent GEMM itself at the
+// RNN's sizes; these run 8 / 16 lanes.
 //
 // Numerics (both ISAs; checked against float64 in tests/test_rnn.py through ops.rnn):
 // - exp(x) for x <= 0 is Cephes' expf: Cody-Waite reduction x = n ln2 + r, a degree-6
@@ -30,9 +31,9 @@ void sigmoid_f32_avx512(float* y, const float* x, int64_t n);
 // logsumexp(x); and y = scale * softmax(x) (y and x distinct). A NaN logit, or a row max of
 // +-inf, gives NaN (the whole row of y), as the scalar forms do.
 float logsumexp_f32_avx512(const float* x, int64_t c);
+void softmax_scaled_f32_avx512(float* y, const float* x, int64_t c, float scale);
 // y = exp(x) for any x (0 / +inf past the float range, NaN kept).
 void exp_f32_avx512(float* y, const float* x, int64_t n);
-void softmax_scaled_f32_avx512(float* y, const float* x, int64_t c, float scale);
 
 // eltwise_avx512.cpp: the cheap elementwise loops on one contiguous range (float32);
 // `stream`: write the output with non-temporal stores (simd.h, stream_min_bytes).

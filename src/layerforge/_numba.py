@@ -1019,9 +1019,9 @@ def log_softmax_backward(dx: Array, dy: Array, y: Array) -> None:
 @_jit
 def _k_cross_entropy(dlogits, logits, labels, scale, grad):
     # Forward: returns sum_i (max - logits[i, label]) + log(sum exp(logits[i] - max)), summed
-    # in float64 in row order; the form keeps full precision when the max is huge. Backward: dlogits = scale * (softmax -
-    # onehot). A label outside [0, classes) is counted and never indexed by: its row's loss
-    # (so the sum) and its dlogits row are NaN.
+    # in float64 in row order; the form keeps full precision when the max is huge.
+    # Backward: dlogits = scale * (softmax - onehot). A label outside [0, classes) is counted
+    # and never indexed by: its row's loss (so the sum) and its dlogits row are NaN.
     n, classes = logits.shape
     total = 0.0
     bad = 0
