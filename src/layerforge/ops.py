@@ -690,7 +690,8 @@ def cross_entropy_backward(
     """dlogits (N, C) = dloss * (softmax(logits) - onehot(labels)) / N.
 
     dloss: a real scalar, or a 0-d array of the logits' kind (on a device it is applied there,
-    without reading it back to the host).
+    without reading it back to the host). Labels outside [0, C) raise ValueError (on host
+    arrays); ``out`` is then left written, with NaN rows for those labels.
     """
     op = "cross_entropy_backward"
     logits, lab = _ce_inputs(op, logits, labels)
