@@ -88,3 +88,45 @@ def test_activation_output_at_any_alignment(backend, name, n, byte_offset):
     for buf, start in ((ybuf, ystart), (dxbuf, dxstart)):
         guard = np.concatenate([buf[:start], buf[start + 4 * n:]])
         assert (guard == 0xA5).all(), "bytes outside the output written"
+
+
+def _in_page(buf: np.ndarray, page_offset: int, n: int) -> np.ndarray:
+    """n float32 elements of the byte buffer buf, starting page_offset bytes past a 4096-byte
+    boundary (buf holds at least 8192 + 4 * n bytes)."""
+    start = (-buf.ctypes.data) % 4096 + page_offset
+    return buf[start:start + 4 * n].view(np.float32)
+
+
+@pytest.mark.parametrize("n", [1, 17, 100, 40_003, 70_001])
+@pytest.mark.parametrize("distance", [0, 68, 128, 500, 2048, 3968, 4092])
+@pytest.mark.parametrize("name", NAMES)
+def test_activation_output_near_its_inputs_in_the_page(backend, name, n, distance):
+    # The AVX-512 loops run over the output's lines from the top down where it lies less than
+    # 512 bytes past an input within a 4096-byte page (4K aliasing), upward elsewhere: x sits at
+    # page offset 0, dy at 2048 (and at 200 once, where both directions would stall), the
+    # output `distance` bytes past x. Two threads from 65536 elements on; a distance that is
+    # not a multiple of 64 gives masked parts at both ends. Whole output, guard bytes intact.
+    dtype = np.float32
+    x = _x((n,), dtype)
+    dy = rand(np.random.default_rng(2), (n,), dtype)
+    size = 4 * n + 8192
+    xb, dyb = np.empty(size, np.uint8), np.empty(size, np.uint8)
+    xs, dys = _in_page(xb, 0, n), _in_page(dyb, 200 if distance == 68 else 2048, n)
+    xs[...], dys[...] = x, dy
+    fwd, bwd = getattr(ops, name), getattr(ops, name + "_backward")
+    saved = xs if name == "relu" else _in_page(np.empty(size, np.uint8), 0, n)
+    if name != "relu":
+        saved[...] = getattr(ref, name)(x)  # the forward output the backward reads, in place
+    for what, run, want in (
+        ("y", lambda out: fwd(xs, backend=backend, out=out), getattr(ref, name)(x)),
+        ("dx", lambda out: (bwd(dys, xs, backend=backend, out=out) if name == "relu"
+                            else bwd(dys, y=saved, backend=backend, out=out)),
+         getattr(ref, name + "_backward")(dy, x)),
+    ):
+        buf = np.full(size, 0xA5, np.uint8)
+        out = _in_page(buf, distance, n)
+        run(out)
+        assert_close(out, want, dtype, what)
+        start = out.ctypes.data - buf.ctypes.data
+        guard = np.concatenate([buf[:start], buf[start + 4 * n:]])
+        assert (guard == 0xA5).all(), f"{what}: bytes outside the output written"
