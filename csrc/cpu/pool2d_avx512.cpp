@@ -86,6 +86,11 @@ inline void store_indices(int64_t* p, int64_t n, __m512i v) {
 // ow <= 8 one step covers output rows r and r + 1 (adjacent in y): lanes [0, ow) take the
 // even columns of input row 2r (from t_lo), lanes [ow, 2 ow) those of row 2r + 2 (t_hi),
 // so the outputs come out packed. Otherwise a step is 16 consecutive outputs of one row.
+// Steps come in increasing output order, each starting where the last one ended, so a
+// forward kernel may store all 16 lanes whole when that stays inside its planes' outputs:
+// the overhang past the step's n outputs is overwritten by the next step. On 11 x 11 planes
+// (10 of 16 lanes used) that made the max forward 7% faster than masked stores, which cost
+// more than the extra bytes (in-process A/B, 2048 planes on 2 threads, 28.7 -> 26.7 us).
 template <class F>
 inline void for_windows(const float* x, int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow, F&& f) {
   const int64_t hw = h * w, ohw = oh * ow;
@@ -194,10 +199,19 @@ inline void store_small(float* dxp, int64_t hw, int64_t v, int64_t vectors, __m5
 void max2x2_planes_avx512(float* y, int64_t* indices, const float* x, int64_t planes, int64_t h,
                           int64_t w, int64_t oh, int64_t ow) {
   const int32_t w32 = int32_t(w);
+  const int64_t total = planes * oh * ow;
   for_windows(x, planes, h, w, oh, ow, [&](const Corners& k, __m512i ia, int64_t o, int64_t n) {
     __m512 m;
     __m512i idx;
     max_corners(k, ia, w32, m, idx);
+    if (o + 16 <= total) {  // whole stores: see the overhang note at for_windows
+      _mm512_storeu_ps(y + o, m);
+      if (indices) {
+        _mm512_storeu_si512(indices + o, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(idx)));
+        _mm512_storeu_si512(indices + o + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(idx, 1)));
+      }
+      return;
+    }
     _mm512_mask_storeu_ps(y + o, first16(n), m);
     if (indices) store_indices(indices + o, n, idx);
   });
@@ -205,8 +219,13 @@ void max2x2_planes_avx512(float* y, int64_t* indices, const float* x, int64_t pl
 
 void avg2x2_planes_avx512(float* y, const float* x, int64_t planes, int64_t h, int64_t w, int64_t oh,
                           int64_t ow) {
+  const int64_t total = planes * oh * ow;
   for_windows(x, planes, h, w, oh, ow, [&](const Corners& k, __m512i, int64_t o, int64_t n) {
-    _mm512_mask_storeu_ps(y + o, first16(n), avg_corners(k));
+    if (o + 16 <= total) {
+      _mm512_storeu_ps(y + o, avg_corners(k));
+    } else {
+      _mm512_mask_storeu_ps(y + o, first16(n), avg_corners(k));
+    }
   });
 }
 
