@@ -83,7 +83,8 @@ def _size(a: Any) -> int:
 
 def _kernels(op: str, backend: str | None, x: Any) -> Any:
     """The kernel module for a call whose first array is x (host or device)."""
-    return _backend.resolve(backend, device=_ns(x).is_device, where=op)[1]
+    device = type(x) is not np.ndarray and _ns(x).is_device
+    return _backend.resolve(backend, device, op)[1]
 
 
 def _same_dtype(op: str, **arrays: Any) -> np.dtype:
@@ -388,6 +389,12 @@ def conv2d_relu_maxpool_backward(
 # ---------------------------------------------------------------------------- pooling
 
 def _pool_params(op: str, x: Array, kernel_size: Any, stride: Any, padding: Any):
+    if (type(kernel_size) is int and stride is None and type(padding) is int and padding == 0
+            and 1 <= kernel_size <= min(x.shape[2:])):
+        # The documents' call (kernel_size=2), checked without the general path's pairs
+        # (0.3 us of the 3.9 us that max_pool2d spent in Python; the kernel is 30 us there).
+        k = kernel_size
+        return k, k, k, k, 0, 0, (x.shape[2] - k) // k + 1, (x.shape[3] - k) // k + 1
     kh, kw = _positive(op, "kernel_size", kernel_size)
     sh, sw = (kh, kw) if stride is None else _positive(op, "stride", stride)
     ph, pw = _positive(op, "padding", padding, minimum=0)
