@@ -725,14 +725,28 @@ def cross_entropy_backward(
 
 # ---------------------------------------------------------------------------- elementwise
 
+def _host_out(out: Any, like: np.ndarray) -> np.ndarray | None:
+    """A fresh output like ``like``, or the caller's ``out`` when it is a writeable C-contiguous
+    NumPy array of like's shape and dtype; None for anything else (the general path checks
+    it and names what is wrong)."""
+    if out is None:
+        return np.empty(like.shape, like.dtype)
+    if (type(out) is np.ndarray and out.dtype == like.dtype and out.shape == like.shape
+            and out.flags.c_contiguous and out.flags.writeable):
+        return out
+    return None
+
+
 def _unary(op: str, kernel: str, x: Any, backend: str | None, out: Array | None) -> Array:
-    if out is None and type(x) is np.ndarray and x.dtype in _FLOATS and x.flags.c_contiguous:
+    if type(x) is np.ndarray and x.dtype in _FLOATS and x.flags.c_contiguous:
         # The host fast path: on a (32, 128) activation the general path below cost twice
-        # PyTorch's whole call. Host kernels take any shape, so no flattening either.
-        y = np.empty(x.shape, x.dtype)
-        if y.size:
-            getattr(_backend.resolve(backend, False, op)[1], kernel)(y, x)
-        return y
+        # PyTorch's whole call, and with out= on (32, 32, 26, 26) a tenth of relu's 35 us.
+        # Host kernels take any shape, so no flattening either.
+        y = _host_out(out, x)
+        if y is not None:
+            if y.size:
+                getattr(_backend.resolve(backend, False, op)[1], kernel)(y, x)
+            return y
     x = _array(op, "x", x)
     k = _kernels(op, backend, x)
     y = _output(op, out, x.shape, _ns(x).dtype(x), x)
@@ -742,13 +756,14 @@ def _unary(op: str, kernel: str, x: Any, backend: str | None, out: Array | None)
 
 
 def _unary_bwd(op: str, kernel: str, dy: Any, saved: Any, saved_name: str, backend: str | None, out: Array | None) -> Array:
-    if (out is None and type(dy) is np.ndarray and type(saved) is np.ndarray and dy.dtype in _FLOATS
+    if (type(dy) is np.ndarray and type(saved) is np.ndarray and dy.dtype in _FLOATS
             and saved.dtype == dy.dtype and dy.shape == saved.shape and dy.flags.c_contiguous
             and saved.flags.c_contiguous):
-        dx = np.empty(dy.shape, dy.dtype)  # the host fast path, as in _unary
-        if dx.size:
-            getattr(_backend.resolve(backend, False, op)[1], kernel)(dx, dy, saved)
-        return dx
+        dx = _host_out(out, dy)  # the host fast path, as in _unary
+        if dx is not None:
+            if dx.size:
+                getattr(_backend.resolve(backend, False, op)[1], kernel)(dx, dy, saved)
+            return dx
     dy = _array(op, "dy", dy)
     s = _array(op, saved_name, saved)
     _same_dtype(op, dy=dy, **{saved_name: s})
