@@ -158,6 +158,28 @@ def test_out_of_wrong_shape():
         ops.conv2d(X, W, out=np.zeros((2, 4, 5, 5), f32))
 
 
+@pytest.mark.parametrize("name", ["relu", "relu_backward"])
+def test_elementwise_out_that_does_not_fit(name):
+    # The host fast path takes only a writeable C-contiguous out of the input's shape and
+    # dtype; every other out reaches the checks that say what is wrong, and is not written.
+    x = np.linspace(-1, 1, 12, dtype=f32).reshape(3, 4)
+    args = (x, x) if name == "relu_backward" else (x,)
+    f = getattr(ops, name)
+    readonly = np.zeros((3, 4), f32)
+    readonly.flags.writeable = False
+    for out, err, msg in (
+        (np.zeros((4, 3), f32), ValueError, r"out must have shape \(3, 4\) and dtype float32, got \(4, 3\)"),
+        (np.zeros((3, 4), np.float64), ValueError, r"out must have shape \(3, 4\) and dtype float32, got .* float64"),
+        (np.zeros((4, 3), f32).T, ValueError, r"out must be a writeable C-contiguous array"),
+        (readonly, ValueError, r"out must be a writeable C-contiguous array|read-only"),
+        ([0.0] * 12, TypeError, r"out must be a"),
+    ):
+        with pytest.raises(err, match=msg):
+            f(*args, out=out)
+    good = np.full((3, 4), np.nan, f32)
+    assert f(*args, out=good) is good and not np.isnan(good).any()
+
+
 class _FakeGpuArray:
     __cuda_array_interface__ = {"shape": (2,), "typestr": "<f4", "data": (0, False), "version": 3}
 

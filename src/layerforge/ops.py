@@ -154,7 +154,8 @@ def _output(op: str, out: Any, shape: tuple[int, ...], dtype: np.dtype, like: An
     ns = _ns(like)
     if out is None:
         return ns.empty(tuple(shape), dtype, like)
-    if _ns(out) is not ns or ns.device_id(out) != ns.device_id(like):
+    if (not ns.is_device and not isinstance(out, np.ndarray)) or _ns(out) is not ns \
+            or ns.device_id(out) != ns.device_id(like):
         raise TypeError(f"{op}: {name} must be a {ns.name} array on the inputs' device, got {type(out).__name__}")
     if tuple(out.shape) != tuple(shape) or ns.dtype(out) != dtype:
         raise ValueError(f"{op}: {name} must have shape {tuple(shape)} and dtype {dtype}, "
