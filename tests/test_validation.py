@@ -165,17 +165,18 @@ def test_elementwise_out_that_does_not_fit(name):
     x = np.linspace(-1, 1, 12, dtype=f32).reshape(3, 4)
     args = (x, x) if name == "relu_backward" else (x,)
     f = getattr(ops, name)
-    readonly = np.zeros((3, 4), f32)
+    readonly = np.full((3, 4), 7, f32)
     readonly.flags.writeable = False
     for out, err, msg in (
-        (np.zeros((4, 3), f32), ValueError, r"out must have shape \(3, 4\) and dtype float32, got \(4, 3\)"),
-        (np.zeros((3, 4), np.float64), ValueError, r"out must have shape \(3, 4\) and dtype float32, got .* float64"),
-        (np.zeros((4, 3), f32).T, ValueError, r"out must be a writeable C-contiguous array"),
-        (readonly, ValueError, r"out must be a writeable C-contiguous array|read-only"),
-        ([0.0] * 12, TypeError, r"out must be a"),
+        (np.full((4, 3), 7, f32), ValueError, r"out must have shape \(3, 4\) and dtype float32, got \(4, 3\)"),
+        (np.full((3, 4), 7, np.float64), ValueError, r"out must have shape \(3, 4\) and dtype float32, got .* float64"),
+        (np.full((4, 3), 7, f32).T, ValueError, r"out must be a writeable C-contiguous array"),
+        (readonly, ValueError, r"out must be a writeable C-contiguous array"),
+        ([7.0] * 12, TypeError, r"out must be a numpy array .*, got list"),
     ):
         with pytest.raises(err, match=msg):
             f(*args, out=out)
+        assert (np.asarray(out) == 7).all(), "an out that was refused was written"
     good = np.full((3, 4), np.nan, f32)
     assert f(*args, out=good) is good and not np.isnan(good).any()
 
