@@ -114,3 +114,40 @@ def test_max_pool2d_backward_index_outside_plane_raises(backend, dtype, kernel_s
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 121\), got \[" + str(min(bad, 0))):
         ops.max_pool2d_backward(dy, x, kernel_size, indices=idx, backend=backend)
 
+
+
+def _guarded(shape, dtype, rng_offset: int):
+    """An output array of `shape` inside a byte buffer of guard bytes 0xA5, starting
+    rng_offset elements past a 64-byte boundary: (array, buffer, first byte)."""
+    item = np.dtype(dtype).itemsize
+    size = int(np.prod(shape)) * item
+    buf = np.full(size + 256, 0xA5, np.uint8)
+    start = (-buf.ctypes.data) % 64 + rng_offset * item
+    return buf[start:start + size].view(dtype).reshape(shape), buf, start
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 11, 11), (2, 3, 11, 11), (3, 5, 4, 4), (2, 3, 26, 26), (2, 3, 7, 40),
+                                   (32, 64, 11, 11), (5, 7, 26, 26)], ids=str)
+@pytest.mark.parametrize("offset", [0, 3])
+def test_pool_forward_kernels_write_only_their_outputs(backend, shape, offset):
+    # The AVX-512 2x2 forwards store each step's 16 lanes whole while that stays inside the
+    # thread's outputs (the next step overwrites the overhang), masked at the end: the kernels,
+    # called on outputs laid inside guard bytes, must fill the outputs exactly and touch
+    # nothing else, also where two threads split the planes (32 x 64 planes).
+    from layerforge import _backend
+
+    k = _backend.resolve(backend, False, "test")[1]
+    x = rand(np.random.default_rng(3), shape, np.float32)
+    oshape = shape[:2] + (shape[2] // 2, shape[3] // 2)
+    y, ybuf, ys = _guarded(oshape, np.float32, offset)
+    idx, ibuf, is_ = _guarded(oshape, np.int64, offset)
+    a, abuf, as_ = _guarded(oshape, np.float32, offset)
+    k.max_pool2d_forward(y, idx, x, 2, 2, 2, 2, 0, 0)
+    k.avg_pool2d_forward(a, x, 2, 2, 2, 2, 0, 0, True)
+    want_y, want_idx = ref.max_pool2d_with_indices(x, 2, 2, 0)
+    assert_close(y, want_y, np.float32, "max y")
+    assert np.array_equal(idx, want_idx), "max indices"
+    assert_close(a, ref.avg_pool2d(x, 2, 2, 0), np.float32, "avg y")
+    for what, buf, start, arr in (("max y", ybuf, ys, y), ("indices", ibuf, is_, idx), ("avg y", abuf, as_, a)):
+        guard = np.concatenate([buf[:start], buf[start + arr.nbytes:]])
+        assert (guard == 0xA5).all(), f"{what}: bytes outside the output written"
