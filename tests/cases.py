@@ -55,6 +55,7 @@ POOL = [
     (2, 64, 11, 11, 2, None, 0),             # documents' pool 2 (odd)
     (1, 2, 5, 39, 2, None, 0),               # 2x2 SIMD rows: two full blocks of 8 + a tail of 3
     (1, 3, 17, 16, 2, None, 0),              # AVX-512 planes: 8 outputs a row (two rows a step), odd H
+    (1, 3, 7, 7, 2, None, 0),                # 3 output rows: a step across two planes, then a plane alone
     (2, 2, 6, 18, 2, None, 0),               # 9 outputs a row: one row a step
     (2, 3, 7, 9, 3, 2, 1),                   # overlapping windows with padding
     (2, 2, 6, 7, (2, 3), (1, 2), (1, 1)),    # rectangular everything

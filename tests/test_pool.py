@@ -126,14 +126,16 @@ def _guarded(shape, dtype, rng_offset: int):
     return buf[start:start + size].view(dtype).reshape(shape), buf, start
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 11, 11), (2, 3, 11, 11), (3, 5, 4, 4), (2, 3, 26, 26), (2, 3, 7, 40),
-                                   (32, 64, 11, 11), (5, 7, 26, 26)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 11, 11), (2, 3, 11, 11), (3, 5, 7, 7), (3, 5, 4, 4), (2, 3, 26, 26),
+                                   (2, 3, 7, 40), (32, 64, 11, 11), (5, 7, 26, 26)], ids=str)
 @pytest.mark.parametrize("offset", [0, 3])
 def test_pool_forward_kernels_write_only_their_outputs(backend, shape, offset):
     # The AVX-512 2x2 forwards store each step's 16 lanes whole while that stays inside the
-    # thread's outputs (the next step overwrites the overhang), masked at the end: the kernels,
-    # called on outputs laid inside guard bytes, must fill the outputs exactly and touch
-    # nothing else, also where two threads split the planes (32 x 64 planes).
+    # thread's outputs (the next step overwrites the overhang), masked at the end, and pair a
+    # plane's last output row with the next plane's first where the rows are odd (15 planes of
+    # 3 rows: pairs of planes, then one alone). Called on outputs laid inside guard bytes, the
+    # kernels must fill the outputs exactly and touch nothing else, also where two threads
+    # split the planes (32 x 64 planes).
     from layerforge import _backend
 
     k = _backend.resolve(backend, False, "test")[1]
