@@ -153,3 +153,28 @@ def test_pool_forward_kernels_write_only_their_outputs(backend, shape, offset):
     for what, buf, start, arr in (("max y", ybuf, ys, y), ("indices", ibuf, is_, idx), ("avg y", abuf, as_, a)):
         guard = np.concatenate([buf[:start], buf[start + arr.nbytes:]])
         assert (guard == 0xA5).all(), f"{what}: bytes outside the output written"
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 11, 11), (1, 3, 7, 7), (2, 3, 26, 26), (1, 2, 5, 39)], ids=str)
+def test_avg_pool_2x2_same_bits_on_every_backend(backend, dtype, shape):
+    # The 2x2 average is ((a + b) + c) + d times 0.25 in the input's dtype on every path (the
+    # C++ SIMD and scalar loops, Numba's own 2x2 kernel), and its gradient dy * 0.25: the same
+    # bits as the plain C++ backend, not just close to the oracle.
+    from layerforge import _backend
+
+    x = rand(np.random.default_rng(5), shape, dtype)
+    dy = rand(np.random.default_rng(6), shape[:2] + (shape[2] // 2, shape[3] // 2), dtype)
+    y = ops.avg_pool2d(x, 2, backend=backend)
+    dx = ops.avg_pool2d_backward(dy, x, 2, backend=backend)
+    assert_close(y, ref.avg_pool2d(x, 2, 2, 0), dtype, "y")
+    c = _backend.load("cpp")
+    if c is None:
+        pytest.skip(f"no C++ backend to compare bits with: {_backend.unavailable_reason('cpp')}")
+    forced = c.simd_path()
+    c.set_simd_path("avx512")  # clamped to the best path this CPU has
+    try:
+        want_y, want_dx = ops.avg_pool2d(x, 2, backend="cpp"), ops.avg_pool2d_backward(dy, x, 2, backend="cpp")
+    finally:
+        c.set_simd_path(forced)
+    assert np.array_equal(y, want_y), "y differs in its bits from the C++ backend's best SIMD path"
+    assert np.array_equal(dx, want_dx), "dx differs in its bits from the C++ backend's best SIMD path"

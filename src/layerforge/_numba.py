@@ -667,6 +667,14 @@ def _k_avg_pool_bwd(dx, dy, kh, kw, sh, sw, ph, pw, count_include_pad):
                         dxf[rb + v] += g
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _typed(a, v):
+    """v in a's dtype: a float literal would widen float32 arithmetic to float64."""
+    c = np.empty(1, a.dtype)
+    c[0] = v
+    return c[0]
+
+
 @_jit
 def _k_avg_pool_2x2(y, x):
     # The 2x2 / stride 2 / no padding case of _k_avg_pool_fwd, in x's dtype with the C++
@@ -676,9 +684,7 @@ def _k_avg_pool_2x2(y, x):
     oh, ow = y.shape[1], y.shape[2]
     xf = x.reshape(x.size)
     yf = y.reshape(y.size)
-    quarter = np.empty(1, x.dtype)
-    quarter[0] = 0.25  # typed as x: a literal 0.25 would widen float32 to float64
-    qv = quarter[0]
+    qv = _typed(x, 0.25)
     one, two, uw = _u(1), _u(2), _u(w_in)
     for t in range(planes):
         for p in range(oh):
@@ -699,10 +705,7 @@ def _k_avg_pool_2x2_bwd(dx, dy):
     oh, ow = dy.shape[1], dy.shape[2]
     dxf = dx.reshape(dx.size)
     dyf = dy.reshape(dy.size)
-    quarter = np.empty(1, dx.dtype)
-    quarter[0] = 0.25
-    qv = quarter[0]
-    zero = np.zeros(1, dx.dtype)[0]
+    qv, zero = _typed(dx, 0.25), _typed(dx, 0.0)
     one, two, uw = _u(1), _u(2), _u(w_in)
     for t in range(planes):
         base = _u(t * h_in * w_in)
