@@ -143,3 +143,22 @@ def assert_close(ours, ref, dtype, what: str = "") -> None:
 
 def rand(rng: np.random.Generator, shape, dtype) -> np.ndarray:
     return rng.standard_normal(shape).astype(dtype)
+
+
+GUARD = 0xA5  # the byte around an output placed by `placed`
+
+
+def placed(shape, dtype, byte_offset: int, boundary: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """An array of `shape` starting byte_offset bytes past a `boundary`-byte boundary, inside a
+    byte buffer filled with GUARD: (array, buffer). See `assert_only_written`."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = np.full(nbytes + boundary + byte_offset + 128, GUARD, np.uint8)
+    start = (-buf.ctypes.data) % boundary + byte_offset
+    return buf[start:start + nbytes].view(dtype).reshape(shape), buf
+
+
+def assert_only_written(arr: np.ndarray, buf: np.ndarray, what: str) -> None:
+    """Every byte of buf outside the placed array arr still holds GUARD."""
+    start = arr.ctypes.data - buf.ctypes.data
+    guard = np.concatenate([buf[:start], buf[start + arr.nbytes:]])
+    assert (guard == GUARD).all(), f"{what}: bytes outside the output written"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cases import ELEMENTWISE
-from conftest import assert_close, rand
+from conftest import assert_close, assert_only_written, placed, rand
 
 from layerforge import _reference as ref
 from layerforge import ops
@@ -59,15 +59,6 @@ def test_sigmoid_tanh_at_infinities_and_nan(backend, dtype, name):
     assert_close(y[3:16], want, dtype, name)
 
 
-def _placed(n: int, dtype, byte_offset: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """A 1-D array of n elements starting byte_offset bytes past a 64-byte boundary, inside
-    a byte buffer filled with the guard byte 0xA5: (array, buffer, the array's first byte)."""
-    item = np.dtype(dtype).itemsize
-    buf = np.full(n * item + 128, 0xA5, np.uint8)
-    start = (-buf.ctypes.data) % 64 + byte_offset
-    return buf[start:start + n * item].view(dtype), buf, start
-
-
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 47, 100, 40_003])
 @pytest.mark.parametrize("byte_offset", [0, 4, 16, 32, 60, 1])
 @pytest.mark.parametrize("name", NAMES)
@@ -79,22 +70,14 @@ def test_activation_output_at_any_alignment(backend, name, n, byte_offset):
     dtype = np.float32
     x = _x((n,), dtype)
     dy = rand(np.random.default_rng(2), (n,), dtype)
-    y, ybuf, ystart = _placed(n, dtype, byte_offset)
+    y, ybuf = placed((n,), dtype, byte_offset)
     getattr(ops, name)(x, backend=backend, out=y)
     assert_close(y, getattr(ref, name)(x), dtype, "y")
-    dx, dxbuf, dxstart = _placed(n, dtype, byte_offset)
+    dx, dxbuf = placed((n,), dtype, byte_offset)
     getattr(ops, name + "_backward")(dy, x, backend=backend, out=dx)
     assert_close(dx, getattr(ref, name + "_backward")(dy, x), dtype, "dx")
-    for buf, start in ((ybuf, ystart), (dxbuf, dxstart)):
-        guard = np.concatenate([buf[:start], buf[start + 4 * n:]])
-        assert (guard == 0xA5).all(), "bytes outside the output written"
-
-
-def _in_page(buf: np.ndarray, page_offset: int, n: int) -> np.ndarray:
-    """n float32 elements of the byte buffer buf, starting page_offset bytes past a 4096-byte
-    boundary (buf holds at least 8192 + 4 * n bytes)."""
-    start = (-buf.ctypes.data) % 4096 + page_offset
-    return buf[start:start + 4 * n].view(np.float32)
+    assert_only_written(y, ybuf, "y")
+    assert_only_written(dx, dxbuf, "dx")
 
 
 @pytest.mark.parametrize("n", [1, 17, 100, 40_003, 70_001])
@@ -109,12 +92,10 @@ def test_activation_output_near_its_inputs_in_the_page(backend, name, n, distanc
     dtype = np.float32
     x = _x((n,), dtype)
     dy = rand(np.random.default_rng(2), (n,), dtype)
-    size = 4 * n + 8192
-    xb, dyb = np.empty(size, np.uint8), np.empty(size, np.uint8)
-    xs, dys = _in_page(xb, 0, n), _in_page(dyb, 200 if distance == 68 else 2048, n)
+    xs, dys = placed((n,), dtype, 0, 4096)[0], placed((n,), dtype, 200 if distance == 68 else 2048, 4096)[0]
     xs[...], dys[...] = x, dy
     fwd, bwd = getattr(ops, name), getattr(ops, name + "_backward")
-    saved = xs if name == "relu" else _in_page(np.empty(size, np.uint8), 0, n)
+    saved = xs if name == "relu" else placed((n,), dtype, 0, 4096)[0]
     if name != "relu":
         saved[...] = getattr(ref, name)(x)  # the forward output the backward reads, in place
     for what, run, want in (
@@ -123,13 +104,10 @@ def test_activation_output_near_its_inputs_in_the_page(backend, name, n, distanc
                             else bwd(dys, y=saved, backend=backend, out=out)),
          getattr(ref, name + "_backward")(dy, x)),
     ):
-        buf = np.full(size, 0xA5, np.uint8)
-        out = _in_page(buf, distance, n)
+        out, buf = placed((n,), dtype, distance, 4096)
         run(out)
         assert_close(out, want, dtype, what)
-        start = out.ctypes.data - buf.ctypes.data
-        guard = np.concatenate([buf[:start], buf[start + 4 * n:]])
-        assert (guard == 0xA5).all(), f"{what}: bytes outside the output written"
+        assert_only_written(out, buf, what)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cases import POOL
-from conftest import assert_close, rand
+from conftest import assert_close, assert_only_written, placed, rand
 
 from layerforge import _reference as ref
 from layerforge import ops
@@ -116,16 +116,6 @@ def test_max_pool2d_backward_index_outside_plane_raises(backend, dtype, kernel_s
 
 
 
-def _guarded(shape, dtype, rng_offset: int):
-    """An output array of `shape` inside a byte buffer of guard bytes 0xA5, starting
-    rng_offset elements past a 64-byte boundary: (array, buffer, first byte)."""
-    item = np.dtype(dtype).itemsize
-    size = int(np.prod(shape)) * item
-    buf = np.full(size + 256, 0xA5, np.uint8)
-    start = (-buf.ctypes.data) % 64 + rng_offset * item
-    return buf[start:start + size].view(dtype).reshape(shape), buf, start
-
-
 @pytest.mark.parametrize("shape", [(1, 1, 11, 11), (2, 3, 11, 11), (3, 5, 7, 7), (3, 5, 4, 4), (2, 3, 26, 26),
                                    (2, 3, 7, 40), (32, 64, 11, 11), (5, 7, 26, 26)], ids=str)
 @pytest.mark.parametrize("offset", [0, 3])
@@ -141,18 +131,17 @@ def test_pool_forward_kernels_write_only_their_outputs(backend, shape, offset):
     k = _backend.resolve(backend, False, "test")[1]
     x = rand(np.random.default_rng(3), shape, np.float32)
     oshape = shape[:2] + (shape[2] // 2, shape[3] // 2)
-    y, ybuf, ys = _guarded(oshape, np.float32, offset)
-    idx, ibuf, is_ = _guarded(oshape, np.int64, offset)
-    a, abuf, as_ = _guarded(oshape, np.float32, offset)
+    y, ybuf = placed(oshape, np.float32, offset * 4)
+    idx, ibuf = placed(oshape, np.int64, offset * 8)
+    a, abuf = placed(oshape, np.float32, offset * 4)
     k.max_pool2d_forward(y, idx, x, 2, 2, 2, 2, 0, 0)
     k.avg_pool2d_forward(a, x, 2, 2, 2, 2, 0, 0, True)
     want_y, want_idx = ref.max_pool2d_with_indices(x, 2, 2, 0)
     assert_close(y, want_y, np.float32, "max y")
     assert np.array_equal(idx, want_idx), "max indices"
     assert_close(a, ref.avg_pool2d(x, 2, 2, 0), np.float32, "avg y")
-    for what, buf, start, arr in (("max y", ybuf, ys, y), ("indices", ibuf, is_, idx), ("avg y", abuf, as_, a)):
-        guard = np.concatenate([buf[:start], buf[start + arr.nbytes:]])
-        assert (guard == 0xA5).all(), f"{what}: bytes outside the output written"
+    for what, arr, buf in (("max y", y, ybuf), ("indices", idx, ibuf), ("avg y", a, abuf)):
+        assert_only_written(arr, buf, what)
 
 
 @pytest.mark.parametrize("shape", [(2, 64, 11, 11), (1, 3, 7, 7), (2, 3, 26, 26), (1, 2, 5, 39)], ids=str)

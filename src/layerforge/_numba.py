@@ -801,7 +801,7 @@ def _k_unchunk_relu_pool(y, ind, tmp, b, n0, ew, w_full):
     one, two, uw = _u(1), _u(2), _u(ew)
     z, k1, k2, k3 = np.float32(0), np.float32(1), np.float32(w_full), np.float32(w_full + 1)
     kbuf = np.empty(pw, np.float32)
-    zero = np.zeros(1, tmp.dtype)[0]  # a typed 0: a literal would widen float32 to float64
+    zero = _typed(tmp, 0.0)
     for n in range(nc):
         for k in range(k_out):
             bk = b[k]
@@ -839,7 +839,7 @@ def _k_unpool_chunk(dyc, acc, dy, ind, y, n0, ew, h_full, w_full):
     indf = ind.reshape(ind.size)
     yf = y.reshape(y.size)
     wf = np.int64(w_full)
-    zero = np.zeros(1, dyc.dtype)[0]
+    zero = _typed(dyc, 0.0)
     for k in range(k_out):
         s = 0.0
         for n in range(nc):
@@ -1256,7 +1256,7 @@ def _k_rnn_grad_step(da, dhs, dh, hs, s, code, last):
     # da[:, s] = (dhs[:, s] + dh) * act'(hs[:, s]), from the output; dh is zero at the last step.
     n, h = dh.shape
     one = np.ones(1, da.dtype)[0]  # keeps float32 arithmetic in float32
-    zero = np.zeros(1, da.dtype)[0]
+    zero = _typed(da, 0.0)
     for i in range(n):
         for j in range(h):
             g = dhs[i, s, j] if last else dhs[i, s, j] + dh[i, j]
