@@ -73,6 +73,22 @@ def test_adam_update_is_bitwise_the_numpy_form(backend):
         np.testing.assert_array_equal(got, want)
 
 
+def test_adam_update_divides_as_ieee_with_zero_epsilon(backend):
+    # epsilon=0 with a zero second moment divides by zero: NaN (0/0) and +-inf (m/0) as NumPy,
+    # PyTorch and the C++ kernels give it, on every backend (Numba's Python division rule
+    # raised ZeroDivisionError here).
+    p = np.ones(4, np.float32)
+    g = np.array([0, 0, 1, -1], np.float32)
+    m = np.array([0, 1, 0, 0], np.float32)
+    v = np.array([0, 0, 0, 0], np.float32)
+    pe, me, ve = p.copy(), m * 0.9 + g * np.float32(0.1), g * g * np.float32(0.001)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pe -= me / np.sqrt(ve) * np.float32(0.1)
+    ops.adam_update(p, g, m, v, alpha=0.1, epsilon=0.0, backend=backend)
+    np.testing.assert_array_equal(p, pe)
+    assert np.isnan(p[0]) and np.isinf(p[1])
+
+
 def test_adam_update_errors():
     p, g = np.zeros(4, np.float32), np.zeros(4, np.float32)
     kw = dict(alpha=1e-3)

@@ -193,11 +193,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_workers.reset)
 
 
-_jit = numba.njit(cache=True, nogil=True)
+# error_model="numpy": a float division by zero gives inf/NaN as in NumPy, C++ and PyTorch
+# instead of raising ZeroDivisionError, and the check Python's rule needs before every
+# division is gone. That check kept every loop with a division scalar: Adam's update on the
+# CNN's 122k parameters took 287 us against 40 now, the sigmoid's finish pass 29 against 4
+# on (256, 128). (Integer divisions see only sizes that ops.py has validated as positive.)
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 # For kernels whose long sums are float64 accumulators: their order may change so that they
 # vectorise (still fixed per build). No NaN/inf assumptions ('nnan'/'ninf' stay off), so NaN
 # and inf still propagate.
-_rjit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
+_rjit = numba.njit(cache=True, nogil=True, error_model="numpy",
+                   fastmath={"reassoc", "nsz", "contract"})
 _u = numba.uint64
 
 
@@ -537,7 +543,7 @@ def _k_max_pool_fwd(y, ind, x, kh, kw, sh, sw, ph, pw, want_ind):
                     indf[o] = mi
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _max4(v0, v1, v2, v3, z, k1, k2, k3):
     """The 2x2 window rule on its values in row order: a value replaces the running maximum
     when it is greater or NaN. Returns (max, its window-local index z/k1/k2/k3)."""
@@ -667,7 +673,7 @@ def _k_avg_pool_bwd(dx, dy, kh, kw, sh, sw, ph, pw, count_include_pad):
                         dxf[rb + v] += g
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _typed(a, v):
     """v in a's dtype: a float literal would widen float32 arithmetic to float64."""
     c = np.empty(1, a.dtype)
