@@ -15,6 +15,7 @@ from layerforge import _reference as ref
 from layerforge import ops
 
 IDS = [str(c) for c in POOL]
+THREADED_NUMBA = True  # conftest: also run 'numba:threads' (plane ranges on 3 worker threads)
 
 
 def _case(c, dtype, kind="normal", seed=0):
@@ -167,3 +168,46 @@ def test_avg_pool_2x2_same_bits_on_every_backend(backend, dtype, shape):
         c.set_simd_path(forced)
     assert np.array_equal(y, want_y), "y differs in its bits from the C++ backend's best SIMD path"
     assert np.array_equal(dx, want_dx), "dx differs in its bits from the C++ backend's best SIMD path"
+
+
+def test_numba_pooling_same_bits_in_any_plane_split(monkeypatch):
+    # Large Numba poolings split their planes over the worker threads; every split (1, 2 and 3
+    # threads, 7 planes: uneven ranges) gives the same bits, on the 2x2 kernels and the general
+    # window loops, and a bad index in the last range still counts.
+    from layerforge import _backend
+
+    nb = _backend.load("numba")
+    if nb is None:
+        pytest.skip(f"numba unavailable: {_backend.unavailable_reason('numba')}")
+    if nb._blas_local is None:
+        pytest.skip("the Numba backend runs one thread here: NumPy's BLAS has no per-thread setting")
+    monkeypatch.setattr(nb, "_POOL_PARALLEL", 0)
+    rng = np.random.default_rng(8)
+    x = rand(rng, (1, 7, 9, 11), np.float32)
+
+    def run():
+        out = []
+        for kw in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)):
+            y, idx = ops.max_pool2d(x, **kw, return_indices=True, backend="numba")
+            dy = rand(np.random.default_rng(9), y.shape, np.float32)
+            bad = idx.copy()
+            bad[0, -1, -1, -1] = x.shape[2] * x.shape[3]
+            with pytest.raises(ValueError, match="indices must lie in"):
+                ops.max_pool2d_backward(dy, x, **kw, indices=bad, backend="numba")
+            out += [y, idx, ops.max_pool2d_backward(dy, x, **kw, indices=idx, backend="numba"),
+                    ops.avg_pool2d(x, **kw, backend="numba"), ops.avg_pool2d_backward(dy, x, **kw, backend="numba")]
+        return out
+
+    saved = nb.get_num_threads()
+    try:
+        results = []
+        for t in (1, 2, 3):
+            nb.set_num_threads(t)
+            results.append(run())
+    finally:
+        nb.set_num_threads(saved)
+    for got in results[1:]:
+        for a, r in zip(got, results[0]):
+            np.testing.assert_array_equal(a, r)
+    want = ref.max_pool2d_with_indices(x, 2)
+    assert_close(results[0][0], want[0], np.float32, "y")
