@@ -1343,12 +1343,15 @@ def rnn_forward(
     if b is not None:
         hs2 += b
     a = np.empty((n, h), hs.dtype)
+    # The steps' B operand as a contiguous array: OpenBLAS ran (32,128) @ w_hh.T (a transposed
+    # view) in 19-31 us a step, against 10 with w_hh.T copied once per call.
+    w_hh_t = np.ascontiguousarray(w_hh.T)
     for s in range(t):
         prev = hs[:, s - 1] if s > 0 else h0
         if prev is None:
             a.fill(0)
         else:
-            np.dot(prev, w_hh.T, out=a)
+            np.dot(prev, w_hh_t, out=a)
         _k_rnn_add_step(a, hs, s)
         _rnn_activate(a, code)
         _k_rnn_store_step(hs, a, s)
