@@ -120,11 +120,12 @@ def test_max_pool2d_backward_index_outside_plane_raises(backend, dtype, kernel_s
 @pytest.mark.parametrize("shape", [(1, 1, 11, 11), (2, 3, 11, 11), (3, 5, 7, 7), (3, 5, 4, 4), (2, 3, 26, 26),
                                    (2, 3, 7, 40), (32, 64, 11, 11), (5, 7, 26, 26)], ids=str)
 @pytest.mark.parametrize("offset", [0, 3])
-def test_pool_forward_kernels_write_only_their_outputs(backend, shape, offset):
+def test_pool_kernels_write_only_their_outputs(backend, shape, offset):
     # The AVX-512 2x2 forwards store each step's 16 lanes whole while that stays inside the
     # thread's outputs (the next step overwrites the overhang), masked at the end, and pair a
     # plane's last output row with the next plane's first where the rows are odd (15 planes of
-    # 3 rows: pairs of planes, then one alone). Called on outputs laid inside guard bytes, the
+    # 3 rows: pairs of planes, then one alone); Numba's 2x2 average backward writes even rows
+    # in whole groups of 16 values the same way. Called on outputs laid inside guard bytes, the
     # kernels must fill the outputs exactly and touch nothing else, also where two threads
     # split the planes (32 x 64 planes).
     from layerforge import _backend
@@ -132,16 +133,24 @@ def test_pool_forward_kernels_write_only_their_outputs(backend, shape, offset):
     k = _backend.resolve(backend, False, "test")[1]
     x = rand(np.random.default_rng(3), shape, np.float32)
     oshape = shape[:2] + (shape[2] // 2, shape[3] // 2)
+    dy = rand(np.random.default_rng(4), oshape, np.float32)
     y, ybuf = placed(oshape, np.float32, offset * 4)
     idx, ibuf = placed(oshape, np.int64, offset * 8)
     a, abuf = placed(oshape, np.float32, offset * 4)
+    dxm, mbuf = placed(shape, np.float32, offset * 4)
+    dxa, dbuf = placed(shape, np.float32, offset * 4)
     k.max_pool2d_forward(y, idx, x, 2, 2, 2, 2, 0, 0)
     k.avg_pool2d_forward(a, x, 2, 2, 2, 2, 0, 0, True)
+    assert k.max_pool2d_backward(dxm, dy, idx, 2, 2, 2, 2, 0, 0) == 0
+    k.avg_pool2d_backward(dxa, dy, 2, 2, 2, 2, 0, 0, True)
     want_y, want_idx = ref.max_pool2d_with_indices(x, 2, 2, 0)
     assert_close(y, want_y, np.float32, "max y")
     assert np.array_equal(idx, want_idx), "max indices"
     assert_close(a, ref.avg_pool2d(x, 2, 2, 0), np.float32, "avg y")
-    for what, arr, buf in (("max y", y, ybuf), ("indices", idx, ibuf), ("avg y", a, abuf)):
+    assert_close(dxm, ref.max_pool2d_backward(dy, x, 2, 2, 0), np.float32, "max dx")
+    assert_close(dxa, ref.avg_pool2d_backward(dy, x, 2, 2, 0), np.float32, "avg dx")
+    for what, arr, buf in (("max y", y, ybuf), ("indices", idx, ibuf), ("avg y", a, abuf),
+                           ("max dx", dxm, mbuf), ("avg dx", dxa, dbuf)):
         assert_only_written(arr, buf, what)
 
 
