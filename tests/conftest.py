@@ -34,8 +34,8 @@ def _cpp_variants() -> list[str]:
 
 BACKENDS = _cpp_variants() + ["numba"]
 # Modules that set THREADED_NUMBA = True also run 'numba:threads': every call in chunks of
-# about one image (the poolings: in plane ranges), spread over 3 worker threads however small
-# (the ops that use them).
+# about one image (the poolings: in plane ranges; the elementwise ops: in element ranges),
+# spread over 3 worker threads however small (the ops that use them).
 NUMBA_THREADS_VARIANT = ["numba:threads"]
 
 
@@ -81,12 +81,12 @@ def backend(request):
         nb = _backend.load("numba")
         if nb._blas_local is None:
             pytest.skip("the Numba backend runs one thread here: NumPy's BLAS has no per-thread setting")
-        saved = nb._PARALLEL_WORK, nb._COL_BYTES, nb._POOL_PARALLEL, nb.get_num_threads()
-        nb._PARALLEL_WORK, nb._COL_BYTES, nb._POOL_PARALLEL = 0, 1 << 12, 0
+        saved = nb._PARALLEL_WORK, nb._COL_BYTES, nb._POOL_PARALLEL, nb._ELTWISE_PARALLEL, nb.get_num_threads()
+        nb._PARALLEL_WORK, nb._COL_BYTES, nb._POOL_PARALLEL, nb._ELTWISE_PARALLEL = 0, 1 << 12, 0, 0
         nb.set_num_threads(3)
         yield name
-        nb._PARALLEL_WORK, nb._COL_BYTES, nb._POOL_PARALLEL = saved[:3]
-        nb.set_num_threads(saved[3])
+        nb._PARALLEL_WORK, nb._COL_BYTES, nb._POOL_PARALLEL, nb._ELTWISE_PARALLEL = saved[:4]
+        nb.set_num_threads(saved[4])
         return
     c = _backend.load("cpp")
     if path == "im2col":

@@ -12,6 +12,7 @@ from layerforge import ops
 
 NAMES = ["relu", "sigmoid", "tanh"]
 STREAMING_KERNELS = True  # conftest: also run 'cpp:stream' (non-temporal stores on every call)
+THREADED_NUMBA = True  # conftest: also run 'numba:threads' (element ranges on 3 worker threads)
 
 
 def _x(shape, dtype):
