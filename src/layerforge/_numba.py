@@ -15,16 +15,19 @@ cached on disk.
 
 Threads: every jitted kernel is serial (no prange: a Numba thread pool next to BLAS's own is
 two pools spinning against each other; on 2 cores, alternating an OpenMP prange kernel with a
-BLAS call measured 8 ms for 50 us of work). The convolutions and large dense products instead
-split into chunks that run on plain Python threads (the caller plus helpers, ``_Workers``):
-each chunk's im2col, GEMM and copy-out run in one thread, with the GIL released, and each
+BLAS call measured 8 ms for 50 us of work; with our worker threads it doubled a pool-then-conv
+sequence). The convolutions and large dense products instead split into chunks that run on
+plain Python threads (the caller plus helpers, ``_Workers``): each chunk's im2col, GEMM and
+copy-out run in one thread, with the GIL released, and each
 thread's GEMMs run on ONE BLAS thread (OpenBLAS's per-thread setting), so the BLAS's own
 threads never wake. Two one-thread GEMMs side by side ran conv2-sized chunks twice as fast
 as one two-thread GEMM after another, the serial passes get both cores too, and OpenBLAS's
 idle worker, which spins for about 0.1 s after each call, no longer competes with them: with
 two-thread GEMMs the batch-256 CNN step had phases of seconds at 1.7-2x its time, which
 one-thread GEMMs (set this way, or by OPENBLAS_NUM_THREADS=1) do not show. Without that
-OpenBLAS call (another BLAS) everything runs in the calling thread, as before.
+OpenBLAS call (another BLAS) everything runs in the calling thread, as before. Large
+poolings and elementwise ops split the same way (``_split``: ranges of planes or elements,
+from about 1 M elements, since a dispatch to a helper costs 55-60 us).
 Matrix products go through NumPy at the Python level rather than ``np.dot`` inside ``njit``,
 because Numba's in-kernel BLAS needs SciPy, which is not a dependency.
 
