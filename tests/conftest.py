@@ -163,3 +163,30 @@ def assert_only_written(arr: np.ndarray, buf: np.ndarray, what: str) -> None:
     start = arr.ctypes.data - buf.ctypes.data
     guard = np.concatenate([buf[:start], buf[start + arr.nbytes:]])
     assert (guard == GUARD).all(), f"{what}: bytes outside the output written"
+
+
+def threaded_numba():
+    """The Numba backend module, or a skip where it is missing or runs one thread only."""
+    nb = _backend.load("numba")
+    if nb is None:
+        pytest.skip(f"numba unavailable: {_backend.unavailable_reason('numba')}")
+    if nb._blas_local is None:
+        pytest.skip("the Numba backend runs one thread here: NumPy's BLAS has no per-thread setting")
+    return nb
+
+
+def same_bits_on_1_2_3_threads(nb, run) -> list:
+    """run() (a sequence of arrays) with 1, 2 and 3 Numba worker threads; asserts that every
+    array has the same bits each time, and returns the one-thread results."""
+    saved = nb.get_num_threads()
+    try:
+        results = []
+        for t in (1, 2, 3):
+            nb.set_num_threads(t)
+            results.append(run())
+    finally:
+        nb.set_num_threads(saved)
+    for got in results[1:]:
+        for a, r in zip(got, results[0]):
+            np.testing.assert_array_equal(a, r)
+    return results[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cases import CONV
-from conftest import assert_close, rand
+from conftest import assert_close, rand, same_bits_on_1_2_3_threads, threaded_numba
 
 from layerforge import _reference as ref
 from layerforge import ops
@@ -227,13 +227,7 @@ def test_numba_results_do_not_depend_on_threads(monkeypatch):
     # The Numba backend's chunks are the same for any thread count, each chunk's dW (and
     # bias sum) is kept apart and they are summed in batch order: 1, 2 and 3 worker threads
     # give bit-identical results, which also match the oracle.
-    from layerforge import _backend
-
-    nb = _backend.load("numba")
-    if nb is None:
-        pytest.skip(f"numba unavailable: {_backend.unavailable_reason('numba')}")
-    if nb._blas_local is None:
-        pytest.skip("the Numba backend runs one thread here: NumPy's BLAS has no per-thread setting")
+    nb = threaded_numba()
     monkeypatch.setattr(nb, "_PARALLEL_WORK", 0)
     monkeypatch.setattr(nb, "_COL_BYTES", 1 << 14)
     rng = np.random.default_rng(3)
@@ -249,19 +243,9 @@ def test_numba_results_do_not_depend_on_threads(monkeypatch):
                 y, idx, *ops.conv2d_relu_maxpool_backward(dyp, x, w, b, y=y, indices=idx, backend="numba"),
                 ops.linear(xl, wl, backend="numba"), *ops.linear_backward(dyl, xl, wl, backend="numba")[:2])
 
-    saved = nb.get_num_threads()
-    try:
-        results = []
-        for t in (1, 2, 3):
-            nb.set_num_threads(t)
-            results.append(run())
-    finally:
-        nb.set_num_threads(saved)
-    for got in results[1:]:
-        for a, r in zip(got, results[0]):
-            np.testing.assert_array_equal(a, r)
+    first = same_bits_on_1_2_3_threads(nb, run)
     want = ref.conv2d_backward(dy, x, w, b)
-    for name, g, r in zip(("dx", "dw", "db"), results[0][1:4], want):
+    for name, g, r in zip(("dx", "dw", "db"), first[1:4], want):
         assert_close(g, r, np.float32, name)
 
 

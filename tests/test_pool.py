@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cases import POOL
-from conftest import assert_close, assert_only_written, placed, rand
+from conftest import assert_close, assert_only_written, placed, rand, same_bits_on_1_2_3_threads, threaded_numba
 
 from layerforge import _reference as ref
 from layerforge import ops
@@ -183,13 +183,7 @@ def test_numba_pooling_same_bits_in_any_plane_split(monkeypatch):
     # Large Numba poolings split their planes over the worker threads; every split (1, 2 and 3
     # threads, 7 planes: uneven ranges) gives the same bits, on the 2x2 kernels and the general
     # window loops, and a bad index in the last range still counts.
-    from layerforge import _backend
-
-    nb = _backend.load("numba")
-    if nb is None:
-        pytest.skip(f"numba unavailable: {_backend.unavailable_reason('numba')}")
-    if nb._blas_local is None:
-        pytest.skip("the Numba backend runs one thread here: NumPy's BLAS has no per-thread setting")
+    nb = threaded_numba()
     monkeypatch.setattr(nb, "_POOL_PARALLEL", 0)
     rng = np.random.default_rng(8)
     x = rand(rng, (1, 7, 9, 11), np.float32)
@@ -207,16 +201,6 @@ def test_numba_pooling_same_bits_in_any_plane_split(monkeypatch):
                     ops.avg_pool2d(x, **kw, backend="numba"), ops.avg_pool2d_backward(dy, x, **kw, backend="numba")]
         return out
 
-    saved = nb.get_num_threads()
-    try:
-        results = []
-        for t in (1, 2, 3):
-            nb.set_num_threads(t)
-            results.append(run())
-    finally:
-        nb.set_num_threads(saved)
-    for got in results[1:]:
-        for a, r in zip(got, results[0]):
-            np.testing.assert_array_equal(a, r)
+    first = same_bits_on_1_2_3_threads(nb, run)
     want = ref.max_pool2d_with_indices(x, 2)
-    assert_close(results[0][0], want[0], np.float32, "y")
+    assert_close(first[0], want[0], np.float32, "y")
