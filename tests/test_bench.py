@@ -278,3 +278,14 @@ def test_measure_calibrates_on_warm_calls(monkeypatch):
     assert len(samples["f"]) == 2
     per_sample = (len(calls) - 4) // 2 - 1  # warm-up + three timed calls, then (1 + inner) a sample
     assert per_sample >= 2, f"{per_sample} call(s) a sample: calibrated on a slow call"
+
+
+def test_handoff_script_runs():
+    # benchmarks/handoff.py: both handoffs answer every request (it raises if the spinning
+    # helper does not) and it prints both figures. Nothing is asserted about their size.
+    if _backend.load("numba") is None:
+        pytest.skip(f"numba unavailable: {_backend.unavailable_reason('numba')}")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "handoff.py"), "--requests", "200"],
+                       check=False, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "us a dispatch" in r.stdout and "us a round trip" in r.stdout, r.stdout
