@@ -985,14 +985,18 @@ def _k_col_sum(out, a):
         out[j] = acc[j]
 
 
-def _dot(a: Array, b: Array, out: Array) -> None:
-    """out = a @ b (out C-contiguous) as the convolutions run their GEMMs: a large product
-    in two row blocks of out, on two workers when there are (the same blocks with any thread
-    count, so the result does not depend on it)."""
-    m = out.shape[0]
-    work = float(m) * out.shape[1] * a.shape[1]
+def _row_blocks(m: int, n: int, k: int, run) -> None:
+    """run(i, r0, r1) for the row blocks of an (m, n) product of depth k: a large product in
+    two blocks, on two workers when there are (the same blocks with any thread count, so the
+    result does not depend on it), else one."""
+    work = float(m) * n * k
     rows = [(0, m // 2), (m // 2, m)] if work >= _PARALLEL_WORK and m >= 32 else [(0, m)]
-    _chunk_jobs(rows, work, lambda i, r0, r1: np.dot(a[r0:r1], b, out=out[r0:r1]))
+    _chunk_jobs(rows, work, run)
+
+
+def _dot(a: Array, b: Array, out: Array) -> None:
+    """out = a @ b (out C-contiguous) as the convolutions run their GEMMs, in _row_blocks."""
+    _row_blocks(out.shape[0], out.shape[1], a.shape[1], lambda i, r0, r1: np.dot(a[r0:r1], b, out=out[r0:r1]))
 
 
 @_rjit
@@ -1041,13 +1045,10 @@ def _k_linear_fwd(y, x, w, b, r0, r1):
 
 
 def linear_forward(y: Array, x: Array, w: Array, b: Array | None) -> None:
-    """y = x @ w.T + b with our own inner-product kernel; a large product in two row blocks
-    of y, on two workers when there are (as _dot)."""
+    """y = x @ w.T + b with our own inner-product kernel, in _row_blocks as _dot."""
     m, n = y.shape
     bias = _bias_or_zeros(b, n, y.dtype)
-    work = float(m) * n * x.shape[1]
-    rows = [(0, m // 2), (m // 2, m)] if work >= _PARALLEL_WORK and m >= 32 else [(0, m)]
-    _chunk_jobs(rows, work, lambda i, r0, r1: _k_linear_fwd(y, x, w, bias, r0, r1))
+    _row_blocks(m, n, x.shape[1], lambda i, r0, r1: _k_linear_fwd(y, x, w, bias, r0, r1))
 
 
 def linear_backward(
@@ -1299,12 +1300,31 @@ _ELTWISE_PARALLEL = 3 << 19
 
 
 def _eltwise(kernel: Callable[..., None], out: Array, *ins: Array) -> None:
-    """kernel(out, *ins) on the flat arrays, their elements split over the worker threads.
-    The ops call it only from _ELTWISE_PARALLEL elements on and call their kernel directly
-    below: any layer in between (even this function's argument lists) cost small calls
-    0.6-2 us, (32,128) sigmoid backward 1.6 -> 2.2-3.7 us."""
+    """kernel(out, *ins) on the flat arrays, their elements split over the worker threads."""
     o, a = out.reshape(-1), [v.reshape(-1) for v in ins]
     _split(lambda s: kernel(o[s], *(v[s] for v in a)), o.size, True)
+
+
+# The ops below call their kernel directly under _ELTWISE_PARALLEL elements: any layer in
+# between (even _eltwise's argument lists) cost small calls 0.6-2 us, (32,128) sigmoid
+# backward 1.6 -> 2.2-3.7 us. One maker per arity keeps them a single call.
+
+def _forward_op(kernel: Callable[[Array, Array], None]) -> Callable[[Array, Array], None]:
+    def op(y: Array, x: Array) -> None:
+        if y.size < _ELTWISE_PARALLEL:
+            kernel(y.reshape(-1), x.reshape(-1))
+        else:
+            _eltwise(kernel, y, x)
+    return op
+
+
+def _backward_op(kernel: Callable[[Array, Array, Array], None]) -> Callable[[Array, Array, Array], None]:
+    def op(dx: Array, dy: Array, a: Array) -> None:
+        if dx.size < _ELTWISE_PARALLEL:
+            kernel(dx.reshape(-1), dy.reshape(-1), a.reshape(-1))
+        else:
+            _eltwise(kernel, dx, dy, a)
+    return op
 
 
 def _sigmoid(y: Array, x: Array) -> None:
@@ -1312,53 +1332,19 @@ def _sigmoid(y: Array, x: Array) -> None:
     np.abs(x, out=y)
     np.negative(y, out=y)
     np.exp(y, out=y)
-    _k_sigmoid_finish(y.reshape(-1), x.reshape(-1))
+    _k_sigmoid_finish(y, x)
 
 
 def _tanh(y: Array, x: Array) -> None:
     np.tanh(x, out=y)
 
 
-def relu_forward(y: Array, x: Array) -> None:
-    if y.size < _ELTWISE_PARALLEL:
-        _k_relu_fwd(y.reshape(-1), x.reshape(-1))
-    else:
-        _eltwise(_k_relu_fwd, y, x)
-
-
-def relu_backward(dx: Array, dy: Array, x: Array) -> None:
-    if dx.size < _ELTWISE_PARALLEL:
-        _k_relu_bwd(dx.reshape(-1), dy.reshape(-1), x.reshape(-1))
-    else:
-        _eltwise(_k_relu_bwd, dx, dy, x)
-
-
-def sigmoid_forward(y: Array, x: Array) -> None:
-    if y.size < _ELTWISE_PARALLEL:
-        _sigmoid(y, x)
-    else:
-        _eltwise(_sigmoid, y, x)
-
-
-def sigmoid_backward(dx: Array, dy: Array, y: Array) -> None:
-    if dx.size < _ELTWISE_PARALLEL:
-        _k_sigmoid_bwd(dx.reshape(-1), dy.reshape(-1), y.reshape(-1))
-    else:
-        _eltwise(_k_sigmoid_bwd, dx, dy, y)
-
-
-def tanh_forward(y: Array, x: Array) -> None:
-    if y.size < _ELTWISE_PARALLEL:
-        _tanh(y, x)
-    else:
-        _eltwise(_tanh, y, x)
-
-
-def tanh_backward(dx: Array, dy: Array, y: Array) -> None:
-    if dx.size < _ELTWISE_PARALLEL:
-        _k_tanh_bwd(dx.reshape(-1), dy.reshape(-1), y.reshape(-1))
-    else:
-        _eltwise(_k_tanh_bwd, dx, dy, y)
+relu_forward = _forward_op(_k_relu_fwd)
+relu_backward = _backward_op(_k_relu_bwd)  # (dx, dy, x)
+sigmoid_forward = _forward_op(_sigmoid)
+sigmoid_backward = _backward_op(_k_sigmoid_bwd)  # (dx, dy, y)
+tanh_forward = _forward_op(_tanh)
+tanh_backward = _backward_op(_k_tanh_bwd)  # (dx, dy, y)
 
 
 # ---------------------------------------------------------------------------- optimiser updates
