@@ -57,6 +57,10 @@ POOL = [
     (1, 3, 17, 16, 2, None, 0),              # AVX-512 planes: 8 outputs a row (two rows a step), odd H
     (1, 3, 7, 7, 2, None, 0),                # 3 output rows: a step across two planes, then a plane alone
     (2, 2, 6, 18, 2, None, 0),               # 9 outputs a row: one row a step
+    (2, 3, 2, 3, 2, None, 0),                # one window a plane
+    (2, 3, 2, 34, 2, None, 0),               # Numba's in-register planes: 17 outputs (two vectors)
+    (1, 2, 2, 65, 2, None, 0),               # ... the most outputs (32), odd W
+    (3, 1, 3, 65, 2, None, 0),               # ... 13 input vectors
     (2, 3, 7, 9, 3, 2, 1),                   # overlapping windows with padding
     (2, 2, 6, 7, (2, 3), (1, 2), (1, 1)),    # rectangular everything
     (0, 3, 4, 4, 2, None, 0),                # empty batch

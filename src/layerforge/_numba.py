@@ -56,6 +56,7 @@ import numba
 import numpy as np
 
 from . import _backend
+from . import _numba_simd as _simd
 
 Array = np.ndarray
 
@@ -755,6 +756,11 @@ def _k_avg_pool_2x2_bwd(dx, dy):
             dxf[e] = zero
 
 
+def _small_2x2(x: Array, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int) -> bool:
+    """Whether a pooling of x (N, C, H, W) takes ``_numba_simd``'s in-register 2x2 kernels."""
+    return kh == kw == sh == sw == 2 and ph == pw == 0 and _simd.small_plane(x.shape[2], x.shape[3])
+
+
 def _planes(a: Array) -> Array:
     return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3])
 
@@ -796,8 +802,13 @@ def max_pool2d_forward(
         return
     yp, xp, want = _planes(y), _planes(x), indices is not None
     ip = _planes(indices) if want else _NO_INDICES
+    if _small_2x2(x, kh, kw, sh, sw, ph, pw):
+        k = _simd.pool_kernel(x.shape[2], x.shape[3], _simd.MAX_INDICES if want else _simd.MAX)
+
+        def run(s: slice) -> None:
+            k(yp[s], ip[s] if want else ip, xp[s])
     # The 2x2 kernel holds window offsets (up to W + 1) exactly in float32.
-    if kh == kw == sh == sw == 2 and ph == pw == 0 and x.shape[3] < (1 << 24):
+    elif kh == kw == sh == sw == 2 and ph == pw == 0 and x.shape[3] < (1 << 24):
         def run(s: slice) -> None:
             _k_max_pool_2x2(yp[s], ip[s] if want else ip, xp[s], want)
     else:
@@ -823,7 +834,12 @@ def avg_pool2d_forward(
     if y.size == 0:
         return
     yp, xp = _planes(y), _planes(x)
-    if kh == kw == sh == sw == 2 and ph == pw == 0:
+    if _small_2x2(x, kh, kw, sh, sw, ph, pw):
+        k = _simd.pool_kernel(x.shape[2], x.shape[3], _simd.AVG)
+
+        def run(s: slice) -> None:
+            k(yp[s], _NO_INDICES, xp[s])
+    elif kh == kw == sh == sw == 2 and ph == pw == 0:
         def run(s: slice) -> None:
             _k_avg_pool_2x2(yp[s], xp[s])
     else:
@@ -837,7 +853,12 @@ def avg_pool2d_backward(
     count_include_pad: bool,
 ) -> None:
     dxp, dyp = _planes(dx), _planes(dy)
-    if kh == kw == sh == sw == 2 and ph == pw == 0:
+    if _small_2x2(dx, kh, kw, sh, sw, ph, pw):
+        k = _simd.avg_bwd_kernel(dx.shape[2], dx.shape[3])
+
+        def run(s: slice) -> None:
+            k(dxp[s], dyp[s])
+    elif kh == kw == sh == sw == 2 and ph == pw == 0:
         def run(s: slice) -> None:
             _k_avg_pool_2x2_bwd(dxp[s], dyp[s])
     else:

@@ -1,0 +1,238 @@
+"""Explicit SIMD for the Numba backend (``_numba.py``): 2x2 / stride-2 pooling of small planes.
+
+A plane is small when its input holds at most 256 values and its output at most 32 (the
+documents' 11x11 -> 5x5 pooling: 121 and 25), the limits of csrc/cpu/pool2d_avx512.cpp's
+small-plane path. Such a plane is pooled in registers: its input is loaded as whole vectors,
+every output (or, backward, every input) position is picked by a shuffle whose lane map is a
+constant of the plane's shape, and the results are stored as whole vectors.
+
+Numba leaves these loops scalar: an 11-wide plane gives rows of 5 windows, and LLVM's loop
+vectoriser starts at 8 iterations (the row-by-row kernels in ``_numba.py`` measured 3.5-6x
+slower than C++ there). So the plane's code is LLVM IR, written here through Numba's
+``intrinsic`` extension API with llvmlite: portable vector types and ``shufflevector``, which
+LLVM lowers for the machine it compiles on (permutes on AVX-512 and AVX2, other shuffles
+elsewhere). No masked loads or stores and no target intrinsics are used, so the IR is the same
+for every LLVM that Numba ships with.
+
+The lane maps depend on (H, W), so each shape gets its own jitted kernel (``pool_kernel``):
+(H, W) are closure constants, Numba keys its disk cache on them, and a new shape costs one
+compile of about 0.2 s. Whole-vector loads may read, and whole-vector stores write, up to one
+vector past a plane. That stays inside the array, except on its last planes, which go through
+a zero-padded copy; what lands on the next plane is overwritten when that plane is written,
+since the planes are written in order. A kernel sees one thread's range of planes as its
+whole array (``_numba._split``), so no store reaches another thread's planes.
+
+Results are bit-identical to ``_numba``'s row kernels (same operations in the same order):
+- max: a value replaces the running maximum when it is greater or NaN, in window row order;
+  indices h*W + w in the plane;
+- average: ((a + b) + c) + d, times 0.25, in the input's dtype;
+- average backward: dy * 0.25 on each window, 0 where no window reaches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+AVG, MAX, MAX_INDICES = 0, 1, 2
+
+_LANES = 16  # the vector length the planes are cut into (one AVX-512 float32 register)
+_SMALL_IN, _SMALL_OUT = 256, 32
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
+
+
+def small_plane(h: int, w: int) -> bool:
+    """Whether an (h, w) plane takes the in-register 2x2 kernels (h, w >= 2)."""
+    return h >= 2 and w >= 2 and h * w <= _SMALL_IN and (h // 2) * (w // 2) <= _SMALL_OUT
+
+
+def _lanes(n: int) -> int:
+    """Vector length holding n values: 16 or 32."""
+    return _LANES if n <= _LANES else 2 * _LANES
+
+
+def _vectors(n: int) -> int:
+    return (n + _LANES - 1) // _LANES
+
+
+def _literals(*ts: types.Type) -> tuple[int, ...] | None:
+    if not all(isinstance(t, types.IntegerLiteral) for t in ts):
+        return None
+    return tuple(t.literal_value for t in ts)
+
+
+def _pointer(context, builder, aryty, ary, offset, vt: ir.VectorType):
+    """Pointer to a vt at element ``offset`` of a 1-D array."""
+    data = context.make_array(aryty)(context, builder, ary).data
+    return builder.bitcast(builder.gep(data, [offset]), vt.as_pointer())
+
+
+def _shuffle(builder, vec, lanes: list[int]):
+    return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(_I32, len(lanes)), lanes))
+
+
+def _concat(builder, vecs: list):
+    """One vector of the given vectors' lanes in order (padded with zero vectors to a power
+    of two of them)."""
+    n = 1
+    while n < len(vecs):
+        n *= 2
+    vecs = vecs + [ir.Constant(vecs[0].type, None)] * (n - len(vecs))
+    while len(vecs) > 1:
+        width = 2 * vecs[0].type.count
+        mask = ir.Constant(ir.VectorType(_I32, width), list(range(width)))
+        vecs = [builder.shuffle_vector(vecs[i], vecs[i + 1], mask) for i in range(0, len(vecs), 2)]
+    return vecs[0]
+
+
+def _load_plane(context, builder, aryty, ary, offset, count: int):
+    """The ``count`` values from ``offset`` (and the rest of the last vector) as one vector."""
+    et = context.get_value_type(aryty.dtype)
+    vt = ir.VectorType(et, _LANES)
+    step = ir.Constant(_I64, _LANES)
+    vecs = []
+    for v in range(_vectors(count)):
+        vecs.append(builder.load(_pointer(context, builder, aryty, ary, offset, vt), align=aryty.dtype.bitwidth // 8))
+        offset = builder.add(offset, step)
+    return _concat(builder, vecs)
+
+
+def _store(context, builder, aryty, ary, offset, vec) -> None:
+    builder.store(vec, _pointer(context, builder, aryty, ary, offset, vec.type), align=aryty.dtype.bitwidth // 8)
+
+
+@intrinsic
+def _pool_plane(typingctx, y, yo, ind, x, xo, h, w, op):
+    """y[yo : yo + OH*OW] (and ind[...] for MAX_INDICES) <- the 2x2 pool of the (h, w)
+    plane x[xo : xo + h*w]. Reads up to one vector past the plane's input and writes up to
+    one past its output (see the module docstring)."""
+    lit = _literals(h, w, op)
+    if lit is None:
+        return None
+    hh, ww, kind = lit
+    oh, ow = hh // 2, ww // 2
+    out = _lanes(oh * ow)
+    # Lane l < OH*OW is window (p, q) = divmod(l, OW); corner c of it is x's lane
+    # base + (0, 1, W, W + 1)[c], base = 2pW + 2q. Lanes past the windows repeat lane 0.
+    base = [2 * (l // ow) * ww + 2 * (l % ow) if l < oh * ow else 0 for l in range(out)]
+    corners = [[b + d for b in base] for d in (0, 1, ww, ww + 1)]
+    sig = types.void(y, yo, ind, x, xo, h, w, op)
+
+    def codegen(context, builder, sig, args):
+        yty, _, indty, xty = sig.args[:4]
+        y_, yo_, ind_, x_, xo_ = args[:5]
+        plane = _load_plane(context, builder, xty, x_, xo_, hh * ww)
+        a, b, c, d = (_shuffle(builder, plane, k) for k in corners)
+        if kind == AVG:
+            s = builder.fadd(builder.fadd(builder.fadd(a, b), c), d)
+            _store(context, builder, yty, y_, yo_, builder.fmul(s, ir.Constant(s.type, [0.25] * out)))
+            return context.get_dummy_value()
+        it = ir.VectorType(_I64, out)
+        m, k = a, ir.Constant(it, corners[0])
+        for v, idx in ((b, corners[1]), (c, corners[2]), (d, corners[3])):
+            g = builder.or_(builder.fcmp_ordered(">", v, m), builder.fcmp_unordered("uno", v, v))
+            m = builder.select(g, v, m)
+            if kind == MAX_INDICES:
+                k = builder.select(g, ir.Constant(it, idx), k)
+        _store(context, builder, yty, y_, yo_, m)
+        if kind == MAX_INDICES:
+            _store(context, builder, indty, ind_, yo_, k)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _avg_bwd_plane(typingctx, dx, xo, dy, yo, h, w):
+    """dx[xo : xo + h*w] <- the 2x2 average backward of dy[yo : yo + OH*OW]. Reads up to one
+    vector past the plane's dy and writes up to one past its dx."""
+    lit = _literals(h, w)
+    if lit is None:
+        return None
+    hh, ww = lit
+    oh, ow = hh // 2, ww // 2
+    src = _lanes(oh * ow)
+    # dx's lane f (row r, column c) is dy's lane (r // 2) * OW + c // 2 inside the windows and
+    # a lane of the zero vector (src) outside them.
+    lanes = []
+    for f in range(_vectors(hh * ww) * _LANES):
+        r, c = divmod(f, ww)
+        lanes.append((r // 2) * ow + c // 2 if f < hh * ww and r < 2 * oh and c < 2 * ow else src)
+    sig = types.void(dx, xo, dy, yo, h, w)
+
+    def codegen(context, builder, sig, args):
+        dxty, _, dyty = sig.args[:3]
+        dx_, xo_, dy_, yo_ = args[:4]
+        g = _load_plane(context, builder, dyty, dy_, yo_, oh * ow)  # src lanes
+        g = builder.fmul(g, ir.Constant(g.type, [0.25] * src))
+        zero = ir.Constant(g.type, None)
+        step = ir.Constant(_I64, _LANES)
+        for v in range(0, len(lanes), _LANES):
+            mask = ir.Constant(ir.VectorType(_I32, _LANES), lanes[v:v + _LANES])
+            _store(context, builder, dxty, dx_, xo_, builder.shuffle_vector(g, zero, mask))
+            xo_ = builder.add(xo_, step)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_kernels: dict[tuple, Callable] = {}
+
+
+def pool_kernel(h: int, w: int, kind: int) -> Callable:
+    """The jitted forward kernel k(y, ind, x) for (h, w) planes: y, ind (planes, OH, OW),
+    x (planes, h, w), C-contiguous; ind is read only for MAX_INDICES. Needs small_plane(h, w)."""
+    key = ("fwd", h, w, kind)
+    if key not in _kernels:
+        hh, ww, op = h, w, kind
+        hw, ohw = h * w, (h // 2) * (w // 2)
+        n_in, n_out = _vectors(hw) * _LANES, _lanes(ohw)
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def k(y, ind, x):
+            xf, yf, indf = x.reshape(x.size), y.reshape(y.size), ind.reshape(ind.size)
+            xt, yt, it = np.zeros(n_in, x.dtype), np.empty(n_out, y.dtype), np.empty(n_out, np.int64)
+            for t in range(x.shape[0]):
+                xo, yo = t * hw, t * ohw
+                if xo + n_in <= xf.size and yo + n_out <= yf.size:
+                    _pool_plane(yf, yo, indf, xf, xo, hh, ww, op)
+                else:  # the array's last planes: through padded copies
+                    xt[:hw] = xf[xo:xo + hw]
+                    _pool_plane(yt, 0, it, xt, 0, hh, ww, op)
+                    yf[yo:yo + ohw] = yt[:ohw]
+                    if op == MAX_INDICES:
+                        indf[yo:yo + ohw] = it[:ohw]
+
+        _kernels[key] = k
+    return _kernels[key]
+
+
+def avg_bwd_kernel(h: int, w: int) -> Callable:
+    """The jitted kernel k(dx, dy) of the 2x2 average backward for (h, w) planes: dx
+    (planes, h, w), dy (planes, OH, OW), C-contiguous. Needs small_plane(h, w)."""
+    key = ("avg_bwd", h, w)
+    if key not in _kernels:
+        hh, ww = h, w
+        hw, ohw = h * w, (h // 2) * (w // 2)
+        n_in, n_out = _lanes(ohw), _vectors(hw) * _LANES
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def k(dx, dy):
+            dxf, dyf = dx.reshape(dx.size), dy.reshape(dy.size)
+            yt, xt = np.zeros(n_in, dy.dtype), np.empty(n_out, dx.dtype)
+            for t in range(dx.shape[0]):
+                xo, yo = t * hw, t * ohw
+                if xo + n_out <= dxf.size and yo + n_in <= dyf.size:
+                    _avg_bwd_plane(dxf, xo, dyf, yo, hh, ww)
+                else:
+                    yt[:ohw] = dyf[yo:yo + ohw]
+                    _avg_bwd_plane(xt, 0, yt, 0, hh, ww)
+                    dxf[xo:xo + hw] = xt[:hw]
+
+        _kernels[key] = k
+    return _kernels[key]
