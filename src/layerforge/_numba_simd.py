@@ -61,7 +61,7 @@ def _vectors(n: int) -> int:
 
 
 def _literals(*ts: types.Type) -> tuple[int, ...] | None:
-    if not all(isinstance(t, types.IntegerLiteral) for t in ts):
+    if not all(isinstance(t, (types.IntegerLiteral, types.BooleanLiteral)) for t in ts):
         return None
     return tuple(t.literal_value for t in ts)
 
@@ -264,17 +264,28 @@ _ROW = 16  # outputs a step
 
 
 @intrinsic
-def _max_pool_row(typingctx, y, ind, yo, x, x0, x1, i0, w):
+def _max_pool_row(typingctx, y, ind, yo, x, x0, x1, i0, w, bias, relu):
     """y[yo : yo + 16], ind[yo : yo + 16] <- the 2x2 max pool of 16 windows whose rows start
-    at x[x0] and x[x1] (32 values each); window l's index is i0 + 2l + (0, 1, w, w + 1)[corner]."""
-    sig = types.void(y, ind, yo, x, x0, x1, i0, w)
+    at x[x0] and x[x1] (32 values each); window l's index is i0 + 2l + (0, 1, w, w + 1)[corner].
+    With ``relu`` (a literal), each value is first relu(value + bias), as ``_numba._k_relu_fwd``
+    (NaN passes)."""
+    lit = _literals(relu)
+    if lit is None:
+        return None
+    with_relu = bool(lit[0])
+    sig = types.void(y, ind, yo, x, x0, x1, i0, w, bias, relu)
     even, odd = list(range(0, 2 * _ROW, 2)), list(range(1, 2 * _ROW, 2))
 
     def codegen(context, builder, sig, args):
         yty, indty, _, xty = sig.args[:4]
-        y_, ind_, yo_, x_, x0_, x1_, i0_, w_ = args
+        y_, ind_, yo_, x_, x0_, x1_, i0_, w_, b_ = args[:9]
         r0 = _load_plane(context, builder, xty, x_, x0_, 2 * _ROW)
         r1 = _load_plane(context, builder, xty, x_, x1_, 2 * _ROW)
+        if with_relu:
+            bs, zero = _splat(builder, b_, 2 * _ROW), ir.Constant(r0.type, None)
+            r0, r1 = builder.fadd(r0, bs), builder.fadd(r1, bs)
+            r0 = builder.select(builder.fcmp_ordered("<=", r0, zero), zero, r0)
+            r1 = builder.select(builder.fcmp_ordered("<=", r1, zero), zero, r1)
         a, b, c, d = (_shuffle(builder, r, lanes) for r in (r0, r1) for lanes in (even, odd))
         it = ir.VectorType(_I64, _ROW)
         one, ws = ir.Constant(it, [1] * _ROW), _splat(builder, w_, _ROW)
@@ -302,17 +313,50 @@ def max_pool_rows(y, ind, x):
     xf, yf, indf = x.reshape(x.size), y.reshape(y.size), ind.reshape(ind.size)
     xt, yt, it = np.zeros(4 * _ROW, x.dtype), np.empty(_ROW, y.dtype), np.empty(_ROW, np.int64)
     xp, yp, ip = _data(xf), _data(yf), _data(indf)
+    zero = xt[0]
     for t in range(planes):
         for p in range(oh):
             x0, yo = (t * h + 2 * p) * w, (t * oh + p) * ow
             for q0 in range(0, ow, _ROW):
                 i0 = 2 * p * w + 2 * q0
                 if x0 + w + 2 * q0 + 2 * _ROW <= xf.size and yo + q0 + _ROW <= yf.size:
-                    _max_pool_row(yp, ip, yo + q0, xp, x0 + 2 * q0, x0 + w + 2 * q0, i0, w)
+                    _max_pool_row(yp, ip, yo + q0, xp, x0 + 2 * q0, x0 + w + 2 * q0, i0, w, zero, False)
                     continue
                 n = min(_ROW, ow - q0)
                 xt[:2 * n] = xf[x0 + 2 * q0:x0 + 2 * q0 + 2 * n]
                 xt[2 * _ROW:2 * _ROW + 2 * n] = xf[x0 + w + 2 * q0:x0 + w + 2 * q0 + 2 * n]
-                _max_pool_row(_data(yt), _data(it), 0, _data(xt), 0, 2 * _ROW, i0, w)
+                _max_pool_row(_data(yt), _data(it), 0, _data(xt), 0, 2 * _ROW, i0, w, zero, False)
                 yf[yo + q0:yo + q0 + n] = yt[:n]
                 indf[yo + q0:yo + q0 + n] = it[:n]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def unchunk_relu_pool(y, ind, tmp, b, n0, ew, w_full):
+    """y, ind (N, K, PH*PW) <- the 2x2 max pool of relu(tmp[k, n] + b[k]) for images
+    n0 .. n0+n, tmp (K, n, EH*EW) the even part of the convolution's output (``_numba``'s
+    fused conv -> relu -> pool); indices h*W + w in the full convolution plane, W = w_full.
+    Bit-identical to ``_numba._k_unchunk_relu_pool``. Whole-vector stores stay inside the
+    chunk's own images of y (another thread's chunk starts after them)."""
+    k_out, nc, ehw = tmp.shape
+    ph, pw = ehw // ew // 2, ew // 2
+    yf, indf, tf = y.reshape(y.size), ind.reshape(ind.size), tmp.reshape(tmp.size)
+    xt, yt, it = np.zeros(4 * _ROW, tmp.dtype), np.empty(_ROW, y.dtype), np.empty(_ROW, np.int64)
+    xp, yp, ip = _data(tf), _data(yf), _data(indf)
+    end = (n0 + nc) * k_out * ph * pw  # the chunk's last output
+    for n in range(nc):
+        for k in range(k_out):
+            bk = b[k]
+            src, dst = (k * nc + n) * ehw, ((n0 + n) * k_out + k) * ph * pw
+            for p in range(ph):
+                x0, yo = src + 2 * p * ew, dst + p * pw
+                for q0 in range(0, pw, _ROW):
+                    i0 = 2 * p * w_full + 2 * q0
+                    if x0 + ew + 2 * q0 + 2 * _ROW <= tf.size and yo + q0 + _ROW <= end:
+                        _max_pool_row(yp, ip, yo + q0, xp, x0 + 2 * q0, x0 + ew + 2 * q0, i0, w_full, bk, True)
+                        continue
+                    m = min(_ROW, pw - q0)
+                    xt[:2 * m] = tf[x0 + 2 * q0:x0 + 2 * q0 + 2 * m]
+                    xt[2 * _ROW:2 * _ROW + 2 * m] = tf[x0 + ew + 2 * q0:x0 + ew + 2 * q0 + 2 * m]
+                    _max_pool_row(_data(yt), _data(it), 0, _data(xt), 0, 2 * _ROW, i0, w_full, bk, True)
+                    yf[yo + q0:yo + q0 + m] = yt[:m]
+                    indf[yo + q0:yo + q0 + m] = it[:m]
