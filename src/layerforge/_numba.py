@@ -36,6 +36,9 @@ direction is ONE large GEMM per chunk; the chunks are the same for any thread co
 is summed over them in batch order, so results do not depend on the thread count.
 Transcendentals (exp, tanh) go through NumPy's SIMD ufuncs, which are several times faster
 than Numba's scalar libm calls.
+The 2x2 poolings whose rows are too short for LLVM's loop vectoriser (small planes, rows
+of up to 32 windows with indices, conv 1's fused pooling) are explicit SIMD written as LLVM
+IR in ``_numba_simd.py``, bit-identical to the loops here.
 
 Hot loops index flat views with unsigned offsets (``_u``): with signed indices Numba emits a
 negative-index wraparound check per access, which blocks vectorisation (3-5x slower copies).
