@@ -60,6 +60,7 @@ import numpy as np
 
 from . import _backend
 from . import _numba_simd as _simd
+from . import _numba_spin as _spin
 
 Array = np.ndarray
 
@@ -173,6 +174,7 @@ class _Workers:
             done.release()
 
     def run(self, jobs: list[Callable[[], None]]) -> None:
+        _spinner.stop()  # the cores are these threads' now
         with self._lock:
             while len(self._queues) < len(jobs) - 1:
                 q: queue.SimpleQueue = queue.SimpleQueue()
@@ -196,8 +198,6 @@ class _Workers:
 
 
 _workers = _Workers()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_workers.reset)
 
 
 # error_model="numpy": a float division by zero gives inf/NaN as in NumPy, C++ and PyTorch
@@ -796,6 +796,95 @@ def _split(run: Callable[[slice], object], n: int, parallel: bool) -> list:
 
 _NO_INDICES = np.zeros((1, 1, 1), np.int64)
 
+# Calls from this many elements up to the _POOL_PARALLEL / _ELTWISE_PARALLEL splits run in two
+# halves, the second on the spinning helper (_numba_spin), when they have a kernel in _serve.
+_SPLIT2 = 1 << 16
+
+# _serve's requests, at ctl[ARGS + i]: 0 op, 1 dtype (0 float32, 1 float64), 2-3 the range
+# (planes or elements), 4-6 addresses, 7-11 dims, 12 a flag, 13 the result.
+(_OP_AVG2, _OP_AVG2_BWD, _OP_MAX2, _OP_MAX_ROWS, _OP_MAX_BWD,
+ _OP_RELU, _OP_RELU_BWD, _OP_SIGMOID_BWD, _OP_TANH_BWD) = range(1, 10)
+
+
+@_jit
+def _serve_as(a, z):
+    op, lo, hi = a[0], a[2], a[3]
+    d0, d1, d2, d3, d4 = a[7], a[8], a[9], a[10], a[11]
+    p4, p5 = _spin.pointer(a[4], z), _spin.pointer(a[5], z)
+    i6 = _spin.pointer(a[6], np.int64(0))
+    if op == _OP_AVG2:
+        _k_avg_pool_2x2(numba.carray(p4, (d0, d3, d4))[lo:hi], numba.carray(p5, (d0, d1, d2))[lo:hi])
+    elif op == _OP_AVG2_BWD:
+        _k_avg_pool_2x2_bwd(numba.carray(p4, (d0, d1, d2))[lo:hi], numba.carray(p5, (d0, d3, d4))[lo:hi])
+    elif op == _OP_MAX2 or op == _OP_MAX_ROWS:
+        y, x = numba.carray(p4, (d0, d3, d4))[lo:hi], numba.carray(p5, (d0, d1, d2))[lo:hi]
+        want = a[12] != 0
+        ind = numba.carray(i6, (d0, d3, d4))[lo:hi] if want else numba.carray(i6, (1, 1, 1))[0:1]
+        if op == _OP_MAX_ROWS:
+            _simd.max_pool_rows(y, ind, x)
+        else:
+            _k_max_pool_2x2(y, ind, x, want)
+    elif op == _OP_MAX_BWD:
+        a[13] = _k_max_pool_bwd(numba.carray(p4, (d0, d1))[lo:hi], numba.carray(p5, (d0, d2))[lo:hi],
+                                numba.carray(i6, (d0, d2))[lo:hi])
+    else:
+        o, u, v = numba.carray(p4, d0)[lo:hi], numba.carray(p5, d0)[lo:hi], numba.carray(_spin.pointer(a[6], z), d0)[lo:hi]
+        if op == _OP_RELU:
+            _k_relu_fwd(o, u)
+        elif op == _OP_RELU_BWD:
+            _k_relu_bwd(o, u, v)
+        elif op == _OP_SIGMOID_BWD:
+            _k_sigmoid_bwd(o, u, v)
+        elif op == _OP_TANH_BWD:
+            _k_tanh_bwd(o, u, v)
+
+
+@_jit
+def _serve(ctl):
+    a = ctl[_spin.ARGS:]
+    if a[1] == 0:
+        _serve_as(a, np.float32(0))
+    else:
+        _serve_as(a, np.float64(0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _spin_loop(ctl, seen, spins):
+    """The spinning helper's loop (the protocol is _numba_spin's): serves requests until
+    idle for ``spins`` turns or told to stop; returns the last request seen."""
+    idle = 0
+    while True:
+        seen, idle, action = _spin.serve_turn(ctl, seen, idle, spins)
+        if action == 1:
+            _serve(ctl)
+            _spin.served(ctl, seen)
+        elif action == 2:
+            return seen
+
+
+_spinner = _spin.Spinner(_spin_loop)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: (_workers.reset(), _spinner.reset()))
+
+
+def _request(op: int, out: Array, a: Array, b: Array | None, dims: tuple[int, ...], flag: int = 0) -> tuple[int, ...]:
+    """_serve's arguments (the range is left to Spinner.split2)."""
+    dims = dims + (0,) * (5 - len(dims))
+    return (op, int(out.dtype == np.float64), 0, 0, out.ctypes.data, a.ctypes.data,
+            b.ctypes.data if b is not None else 0) + dims + (flag,)
+
+
+def _pool_split(run: Callable[[slice], object], n: int, size: int, req: tuple[int, ...] | None = None,
+                result: Callable[[], object] | None = None) -> list:
+    """[run(s) for ranges s of n planes]: over the worker threads from _POOL_PARALLEL
+    elements, in two halves with the spinning helper from _SPLIT2 when ``req`` names the
+    helper's kernel, else in one range in this thread."""
+    if size >= _POOL_PARALLEL:
+        return _split(run, n, True)
+    if req is not None and size >= _SPLIT2 and _threads >= 2 and n >= 2:
+        return _spinner.split2(req, n, run, result)
+    return [run(slice(0, n))]
+
 
 def max_pool2d_forward(
     y: Array, indices: Array | None, x: Array,
@@ -806,6 +895,8 @@ def max_pool2d_forward(
     yp, xp, want = _planes(y), _planes(x), indices is not None
     ip = _planes(indices) if want else _NO_INDICES
     two = kh == kw == sh == sw == 2 and ph == pw == 0
+    dims = (yp.shape[0], x.shape[2], x.shape[3], y.shape[2], y.shape[3])
+    req = None
     if _small_2x2(x, kh, kw, sh, sw, ph, pw):
         k = _simd.pool_kernel(x.shape[2], x.shape[3], _simd.MAX_INDICES if want else _simd.MAX)
 
@@ -817,16 +908,20 @@ def max_pool2d_forward(
     # 1.3x (2.8x), (256,13,13) 1.1-1.2x (1.6x), but (64,100,100) 0.80-0.90x (1.0x); the rows
     # without indices measured 0.75-0.8x on (256,13,13).
     elif two and want and y.shape[3] <= 32:
+        req = _request(_OP_MAX_ROWS, yp, xp, ip, dims, 1)
+
         def run(s: slice) -> None:
             _simd.max_pool_rows(yp[s], ip[s], xp[s])
     # The 2x2 kernel holds window offsets (up to W + 1) exactly in float32.
     elif two and x.shape[3] < (1 << 24):
+        req = _request(_OP_MAX2, yp, xp, ip, dims, int(want))
+
         def run(s: slice) -> None:
             _k_max_pool_2x2(yp[s], ip[s] if want else ip, xp[s], want)
     else:
         def run(s: slice) -> None:
             _k_max_pool_fwd(yp[s], ip[s] if want else ip, xp[s], kh, kw, sh, sw, ph, pw, want)
-    _split(run, yp.shape[0], x.size >= _POOL_PARALLEL)
+    _pool_split(run, yp.shape[0], x.size, req)
 
 
 def max_pool2d_backward(
@@ -836,7 +931,9 @@ def max_pool2d_backward(
     planes = dx.shape[0] * dx.shape[1]
     hw, ohw = dx.shape[2] * dx.shape[3], dy.shape[2] * dy.shape[3]
     dx2, dy2, ind2 = dx.reshape(planes, hw), dy.reshape(planes, ohw), indices.reshape(planes, ohw)
-    return sum(_split(lambda s: _k_max_pool_bwd(dx2[s], dy2[s], ind2[s]), planes, dx.size >= _POOL_PARALLEL))
+    req = _request(_OP_MAX_BWD, dx2, dy2, ind2, (planes, hw, ohw))
+    return sum(_pool_split(lambda s: _k_max_pool_bwd(dx2[s], dy2[s], ind2[s]), planes, dx.size, req,
+                           lambda: int(_spinner.ctl[_spin.ARGS + 13])))
 
 
 def avg_pool2d_forward(
@@ -846,18 +943,21 @@ def avg_pool2d_forward(
     if y.size == 0:
         return
     yp, xp = _planes(y), _planes(x)
+    req = None
     if _small_2x2(x, kh, kw, sh, sw, ph, pw):
         k = _simd.pool_kernel(x.shape[2], x.shape[3], _simd.AVG)
 
         def run(s: slice) -> None:
             k(yp[s], _NO_INDICES, xp[s])
     elif kh == kw == sh == sw == 2 and ph == pw == 0:
+        req = _request(_OP_AVG2, yp, xp, None, (yp.shape[0], x.shape[2], x.shape[3], y.shape[2], y.shape[3]))
+
         def run(s: slice) -> None:
             _k_avg_pool_2x2(yp[s], xp[s])
     else:
         def run(s: slice) -> None:
             _k_avg_pool_fwd(yp[s], xp[s], kh, kw, sh, sw, ph, pw, bool(count_include_pad))
-    _split(run, yp.shape[0], x.size >= _POOL_PARALLEL)
+    _pool_split(run, yp.shape[0], x.size, req)
 
 
 def avg_pool2d_backward(
@@ -865,18 +965,21 @@ def avg_pool2d_backward(
     count_include_pad: bool,
 ) -> None:
     dxp, dyp = _planes(dx), _planes(dy)
+    req = None
     if _small_2x2(dx, kh, kw, sh, sw, ph, pw):
         k = _simd.avg_bwd_kernel(dx.shape[2], dx.shape[3])
 
         def run(s: slice) -> None:
             k(dxp[s], dyp[s])
     elif kh == kw == sh == sw == 2 and ph == pw == 0:
+        req = _request(_OP_AVG2_BWD, dxp, dyp, None, (dxp.shape[0], dx.shape[2], dx.shape[3], dy.shape[2], dy.shape[3]))
+
         def run(s: slice) -> None:
             _k_avg_pool_2x2_bwd(dxp[s], dyp[s])
     else:
         def run(s: slice) -> None:
             _k_avg_pool_bwd(dxp[s], dyp[s], kh, kw, sh, sw, ph, pw, bool(count_include_pad))
-    _split(run, dxp.shape[0], dx.size >= _POOL_PARALLEL)
+    _pool_split(run, dxp.shape[0], dx.size, req)
 
 
 # ---------------------------------------------------------------------------- conv -> relu -> 2x2 max pool
@@ -1335,31 +1438,42 @@ def _k_tanh_bwd(dx, dy, y):
 _ELTWISE_PARALLEL = 3 << 19
 
 
-def _eltwise(kernel: Callable[..., None], out: Array, *ins: Array) -> None:
-    """kernel(out, *ins) on the flat arrays, their elements split over the worker threads."""
+def _eltwise(kernel: Callable[..., None], code: int, out: Array, *ins: Array) -> None:
+    """kernel(out, *ins) on the flat arrays: their elements split over the worker threads
+    from _ELTWISE_PARALLEL, in two halves with the spinning helper from _SPLIT2 when ``code``
+    names the kernel in _serve, else in this thread."""
     o, a = out.reshape(-1), [v.reshape(-1) for v in ins]
-    _split(lambda s: kernel(o[s], *(v[s] for v in a)), o.size, True)
+
+    def run(s: slice) -> None:
+        kernel(o[s], *(v[s] for v in a))
+
+    if o.size >= _ELTWISE_PARALLEL:
+        _split(run, o.size, True)
+    elif code and _threads >= 2:
+        _spinner.split2(_request(code, o, a[0], a[1] if len(a) > 1 else None, (o.size,)), o.size, run)
+    else:
+        run(slice(0, o.size))
 
 
-# The ops below call their kernel directly under _ELTWISE_PARALLEL elements: any layer in
-# between (even _eltwise's argument lists) cost small calls 0.6-2 us, (32,128) sigmoid
-# backward 1.6 -> 2.2-3.7 us. One maker per arity keeps them a single call.
+# The ops below call their kernel directly under _SPLIT2 elements: any layer in between (even
+# _eltwise's argument lists) cost small calls 0.6-2 us, (32,128) sigmoid backward 1.6 ->
+# 2.2-3.7 us. One maker per arity keeps them a single call.
 
-def _forward_op(kernel: Callable[[Array, Array], None]) -> Callable[[Array, Array], None]:
+def _forward_op(kernel: Callable[[Array, Array], None], code: int = 0) -> Callable[[Array, Array], None]:
     def op(y: Array, x: Array) -> None:
-        if y.size < _ELTWISE_PARALLEL:
+        if y.size < _SPLIT2:
             kernel(y.reshape(-1), x.reshape(-1))
         else:
-            _eltwise(kernel, y, x)
+            _eltwise(kernel, code, y, x)
     return op
 
 
-def _backward_op(kernel: Callable[[Array, Array, Array], None]) -> Callable[[Array, Array, Array], None]:
+def _backward_op(kernel: Callable[[Array, Array, Array], None], code: int = 0) -> Callable[[Array, Array, Array], None]:
     def op(dx: Array, dy: Array, a: Array) -> None:
-        if dx.size < _ELTWISE_PARALLEL:
+        if dx.size < _SPLIT2:
             kernel(dx.reshape(-1), dy.reshape(-1), a.reshape(-1))
         else:
-            _eltwise(kernel, dx, dy, a)
+            _eltwise(kernel, code, dx, dy, a)
     return op
 
 
@@ -1375,12 +1489,12 @@ def _tanh(y: Array, x: Array) -> None:
     np.tanh(x, out=y)
 
 
-relu_forward = _forward_op(_k_relu_fwd)
-relu_backward = _backward_op(_k_relu_bwd)  # (dx, dy, x)
+relu_forward = _forward_op(_k_relu_fwd, _OP_RELU)
+relu_backward = _backward_op(_k_relu_bwd, _OP_RELU_BWD)  # (dx, dy, x)
 sigmoid_forward = _forward_op(_sigmoid)
-sigmoid_backward = _backward_op(_k_sigmoid_bwd)  # (dx, dy, y)
+sigmoid_backward = _backward_op(_k_sigmoid_bwd, _OP_SIGMOID_BWD)  # (dx, dy, y)
 tanh_forward = _forward_op(_tanh)
-tanh_backward = _backward_op(_k_tanh_bwd)  # (dx, dy, y)
+tanh_backward = _backward_op(_k_tanh_bwd, _OP_TANH_BWD)  # (dx, dy, y)
 
 
 # ---------------------------------------------------------------------------- optimiser updates
