@@ -34,10 +34,11 @@ from numba.extending import intrinsic
 
 # Words of the control array (8 int64 apart: one 64-byte line each) and the arguments.
 REQ, CLAIM, DONE, PARKED, STOP = 0, 8, 16, 24, 32
-ARGS = 40  # ARGS + 0..15: the request (its layout is the serve function's)
+ARGS = 40  # ARGS + 0..15: the request (Spinner.split2)
 _SIZE = ARGS + 16
 _SPINS = 40_000  # idle turns before parking: about 1 ms (27 ns a turn with its pause on Zen 4)
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+_I64 = ir.IntType(64)
 
 
 @intrinsic
@@ -101,10 +102,27 @@ def pointer(typingctx, addr, like):
     return sig, codegen
 
 
+@intrinsic
+def _address(typingctx, a):
+    sig = types.int64(a)
+
+    def codegen(context, builder, sig, args):
+        return builder.ptrtoint(context.make_array(sig.args[0])(context, builder, args[0]).data, _I64)
+
+    return sig, codegen
+
+
 @numba.njit(cache=True, nogil=True)
-def _post(ctl, seq):
-    """Publishes request seq; True when the helper was parked (and is now marked awake:
-    the caller then owes it a wake)."""
+def _post(ctl, seq, op, lo, hi, out, a, b, dims, flag):
+    """Writes the request (see ``Spinner.split2``) and publishes it as seq; True when the
+    helper was parked (and is now marked awake: the caller then owes it a wake). One call
+    for it all: reading three addresses through ``ndarray.ctypes`` and assigning the request
+    from Python cost 4-5 us a call."""
+    ctl[ARGS], ctl[ARGS + 1], ctl[ARGS + 2], ctl[ARGS + 3] = op, 1 if out.itemsize == 8 else 0, lo, hi
+    ctl[ARGS + 4], ctl[ARGS + 5], ctl[ARGS + 6] = _address(out), _address(a), _address(b)
+    for i in range(len(dims)):
+        ctl[ARGS + 7 + i] = dims[i]
+    ctl[ARGS + 12] = flag
     _astore(ctl, CLAIM, seq)
     _astore(ctl, REQ, seq)
     return _cas(ctl, PARKED, 1, 0)
@@ -186,13 +204,15 @@ class Spinner:
         self._thread = threading.Thread(target=self._run_helper, daemon=True, name="layerforge-numba-spin")
         self._thread.start()
 
-    def split2(self, args: tuple[int, ...], n: int, run: Callable[[slice], object],
+    def split2(self, n: int, run: Callable[[slice], object], op: int, out: np.ndarray, a: np.ndarray,
+               b: np.ndarray | None, dims: tuple[int, ...], flag: int = 0,
                result: Callable[[], object] | None = None) -> list:
-        """[run(0:n/2), part 2]: the caller runs the first half while the helper runs
-        ``serve`` on the request ``args`` (written from ctl[ARGS]; ctl[ARGS + 2 : ARGS + 4]
-        is then set to the helper's range n/2, n), which must do what run(n/2:n) does. Part 2
-        is ``result()`` read after the helper ran it (None without ``result``), or
-        run(n/2:n) when the caller took it back."""
+        """[run(0:n/2), part 2]: the caller runs the first half while the helper runs the
+        loop's serve function on the request at ctl[ARGS:]: 0 op, 1 dtype (0 float32, 1
+        float64, from ``out``), 2-3 the range (n/2, n), 4-6 the addresses of out, a and b
+        (a again when b is None), 7-11 dims (up to 5), 12 flag, and ARGS + 13 for a result.
+        It must do what run(n/2:n) does. Part 2 is ``result()`` read after the helper ran
+        it (None without ``result``), or run(n/2:n) when the caller took it back."""
         mid = n // 2
         if not self._lock.acquire(blocking=False):
             return [run(slice(0, n))]
@@ -200,11 +220,9 @@ class Spinner:
             if self._thread is None:
                 self._start()
             ctl = self.ctl
-            ctl[ARGS:ARGS + len(args)] = args
-            ctl[ARGS + 2], ctl[ARGS + 3] = mid, n
             self._seq += 1
             seq = self._seq
-            parked = _post(ctl, seq)
+            parked = _post(ctl, seq, op, mid, n, out, a, a if b is None else b, dims, flag)
             first = run(slice(0, mid))
             state = _finish(ctl, seq, 1 << 22)
             while state == 2:  # the helper is still running it (descheduled?): yield the core
