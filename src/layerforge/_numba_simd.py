@@ -360,3 +360,77 @@ def unchunk_relu_pool(y, ind, tmp, b, n0, ew, w_full):
                     _max_pool_row(_data(yt), _data(it), 0, _data(xt), 0, 2 * _ROW, i0, w_full, bk, True)
                     yf[yo + q0:yo + q0 + m] = yt[:m]
                     indf[yo + q0:yo + q0 + m] = it[:m]
+
+
+# ---------------------------------------------------------------------------- small-depth GEMM
+
+GEMM_DEPTH, GEMM_ROWS = 32, 64  # small_gemm's limits: its column vectors stay in registers, and
+# its code (one block of GEMM_ROWS * GEMM_DEPTH multiply-adds, unrolled) stays small
+
+
+@intrinsic
+def _gemm_block(typingctx, out, oo, w, col, co, n, depth, k_out):
+    """out[k * n + oo + l] = sum_j w[k * depth + j] * col[j * n + co + l] for the 16 columns l
+    and every k < k_out (depth, k_out literals): the block's ``depth`` column vectors are
+    loaded once and each output row is a chain of fused multiply-adds, in j order."""
+    lit = _literals(depth, k_out)
+    if lit is None:
+        return None
+    dd, kk = lit
+    sig = types.void(out, oo, w, col, co, n, depth, k_out)
+
+    def codegen(context, builder, sig, args):
+        outty, _, wty, colty = sig.args[:4]
+        out_, oo_, w_, col_, co_, n_ = args[:6]
+        et = context.get_value_type(colty.dtype)
+        vt = ir.VectorType(et, _LANES)
+        align = colty.dtype.bitwidth // 8
+        cols = []
+        off = co_
+        for _ in range(dd):
+            cols.append(builder.load(_pointer(context, builder, colty, col_, off, vt), align=align))
+            off = builder.add(off, n_)
+        name = f"llvm.fma.v{_LANES}{'f64' if colty.dtype.bitwidth == 64 else 'f32'}"
+        fma = builder.module.declare_intrinsic(name, fnty=ir.FunctionType(vt, [vt, vt, vt]))
+        off = oo_
+        for k in range(kk):
+            acc = None
+            for j in range(dd):
+                wk = builder.load(builder.gep(w_, [ir.Constant(_I64, k * dd + j)]))
+                ws = _splat(builder, wk, _LANES)
+                acc = builder.fmul(ws, cols[j]) if acc is None else builder.call(fma, [ws, cols[j], acc])
+            _store(context, builder, outty, out_, off, acc)
+            off = builder.add(off, n_)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def small_gemm(depth: int, k_out: int) -> Callable:
+    """The jitted k(out, w, col): out (k_out, n) = w (k_out, depth) @ col (depth, n), all
+    C-contiguous in one float dtype, 16 columns a step (``_gemm_block``); the last columns go
+    through padded copies. For depth <= GEMM_DEPTH and k_out <= GEMM_ROWS: OpenBLAS runs
+    such shapes far below its speed (conv 1's (32, 9) @ (9, 10816) in 107 us on one thread)."""
+    key = ("gemm", depth, k_out)
+    if key not in _kernels:
+        dd, kk = depth, k_out
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def k(out, w, col):
+            n = col.shape[1]
+            of, wf, cf = out.reshape(out.size), w.reshape(w.size), col.reshape(col.size)
+            op, wp, cp = _data(of), _data(wf), _data(cf)
+            full = n // _LANES * _LANES
+            for c0 in range(0, full, _LANES):
+                _gemm_block(op, c0, wp, cp, c0, n, dd, kk)
+            if full < n:
+                m = n - full
+                ct, ot = np.zeros((dd, _LANES), col.dtype), np.empty((kk, _LANES), out.dtype)
+                for j in range(dd):
+                    ct[j, :m] = col[j, full:]
+                _gemm_block(_data(ot.reshape(ot.size)), 0, wp, _data(ct.reshape(ct.size)), 0, _LANES, dd, kk)
+                for r in range(kk):
+                    out[r, full:] = ot[r, :m]
+
+        _kernels[key] = k
+    return _kernels[key]
