@@ -27,7 +27,10 @@ two-thread GEMMs the batch-256 CNN step had phases of seconds at 1.7-2x its time
 one-thread GEMMs (set this way, or by OPENBLAS_NUM_THREADS=1) do not show. Without that
 OpenBLAS call (another BLAS) everything runs in the calling thread, as before. Large
 poolings and elementwise ops split the same way (``_split``: ranges of planes or elements,
-from about 1 M elements, since a dispatch to a helper costs 55-60 us).
+from about 1 M elements, since a dispatch to a helper costs 55-60 us). From 64 K elements up
+to that, the ones with a kernel in ``_serve`` run in two halves with ``_numba_spin``'s helper,
+which waits inside a nogil Numba loop and takes a request in well under a microsecond; it
+parks when these worker threads start.
 Matrix products go through NumPy at the Python level rather than ``np.dot`` inside ``njit``,
 because Numba's in-kernel BLAS needs SciPy, which is not a dependency.
 
@@ -38,7 +41,8 @@ Transcendentals (exp, tanh) go through NumPy's SIMD ufuncs, which are several ti
 than Numba's scalar libm calls.
 The 2x2 poolings whose rows are too short for LLVM's loop vectoriser (small planes, rows
 of up to 32 windows with indices, conv 1's fused pooling) are explicit SIMD written as LLVM
-IR in ``_numba_simd.py``, bit-identical to the loops here.
+IR in ``_numba_simd.py``, bit-identical to the loops here, and so are the convolutions'
+shallow GEMMs (depth <= 32), which OpenBLAS runs far below its speed.
 
 Hot loops index flat views with unsigned offsets (``_u``): with signed indices Numba emits a
 negative-index wraparound check per access, which blocks vectorisation (3-5x slower copies).
