@@ -3,13 +3,13 @@
 - ``workers``: the backend's helper threads (``layerforge._numba._workers``): the caller posts a
   job on a queue, a helper wakes, runs it, and the caller waits on a semaphore. Measured with
   two empty jobs, so the figure is the dispatch alone.
-- ``spin``: a helper that spins inside a nogil Numba loop on an int64 flag (atomic loads and
-  stores through llvmlite), and a caller that spins on the reply: the round trip of one
-  empty request, the floor of a handoff that never sleeps.
+- ``spin``: a helper that spins inside a nogil Numba loop on an int64 flag (the atomic loads
+  and stores of ``layerforge._numba_spin``), and a caller that spins on the reply: the round
+  trip of one empty request, the floor of a handoff that never sleeps.
 
-The gap between the two is why the Numba fallback runs its small kernels (tens of us) in one
-thread. A spinning handoff that also runs the kernels would need them called from inside the
-Numba loop, without the GIL (see the README's Numba notes).
+The gap between the two is why the Numba backend hands its mid-size calls (tens of us) to
+``_numba_spin``'s helper, which runs their kernels inside its Numba loop without the GIL, and
+keeps the worker threads for the convolutions' chunks and the largest calls.
 
 Usage: python3 benchmarks/handoff.py [--requests 20000]
 """
@@ -22,31 +22,9 @@ import time
 
 import numba
 import numpy as np
-from numba import types
-from numba.extending import intrinsic
 
-
-@intrinsic
-def _load(typingctx, arr, idx):
-    sig = types.int64(arr, idx)
-
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        return builder.load_atomic(builder.gep(ary.data, [args[1]]), "acquire", 8)
-
-    return sig, codegen
-
-
-@intrinsic
-def _store(typingctx, arr, idx, val):
-    sig = types.void(arr, idx, val)
-
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        builder.store_atomic(args[2], builder.gep(ary.data, [args[1]]), "release", 8)
-        return context.get_dummy_value()
-
-    return sig, codegen
+from layerforge._numba_spin import _aload as _load
+from layerforge._numba_spin import _astore as _store
 
 
 @numba.njit(nogil=True)
