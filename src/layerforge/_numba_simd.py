@@ -1,4 +1,8 @@
-"""Explicit SIMD for the Numba backend (``_numba.py``): 2x2 / stride-2 pooling of small planes.
+"""Explicit SIMD for the Numba backend (``_numba.py``), for the loops LLVM leaves scalar there:
+- 2x2 / stride-2 pooling of small planes (``pool_kernel``, ``avg_bwd_kernel``), below;
+- 2x2 max pooling with indices, 16 windows of a row a step (``max_pool_rows``), and the same
+  with the bias and relu fused for the conv -> relu -> pool forward (``unchunk_relu_pool``);
+- GEMMs of depth up to 32 (``small_gemm``: conv 1's 9 rows), register-blocked.
 
 A plane is small when its input holds at most 256 values and its output at most 32 (the
 documents' 11x11 -> 5x5 pooling: 121 and 25), the limits of csrc/cpu/pool2d_avx512.cpp's
@@ -11,12 +15,12 @@ vectoriser starts at 8 iterations (the row-by-row kernels in ``_numba.py`` measu
 slower than C++ there). So the plane's code is LLVM IR, written here through Numba's
 ``intrinsic`` extension API with llvmlite: portable vector types and ``shufflevector``, which
 LLVM lowers for the machine it compiles on (permutes on AVX-512 and AVX2, other shuffles
-elsewhere). No masked loads or stores and no target intrinsics are used, so the IR is the same
-for every LLVM that Numba ships with.
+elsewhere). No masked loads or stores and no target-specific intrinsics are used (only
+``llvm.fma``), so the IR is the same for every LLVM that Numba ships with.
 
 The lane maps depend on (H, W), so each shape gets its own jitted kernel (``pool_kernel``):
 (H, W) are closure constants, Numba keys its disk cache on them, and a new shape costs one
-compile of about 0.2 s. Whole-vector loads may read, and whole-vector stores write, up to one
+compile of about 0.5 s (once per dtype; ``small_gemm`` likewise per depth and row count). Whole-vector loads may read, and whole-vector stores write, up to one
 vector past a plane. That stays inside the array, except on its last planes, which go through
 a zero-padded copy; what lands on the next plane is overwritten when that plane is written,
 since the planes are written in order. A kernel sees one thread's range of planes as its

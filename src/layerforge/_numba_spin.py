@@ -1,22 +1,24 @@
-"""A spinning helper thread for the Numba backend's mid-size splits (``_numba._split2``).
+"""A spinning helper thread for the Numba backend's mid-size calls (``_numba._pool_split`` and
+``_numba._eltwise``, from 64 K elements up to the worker-thread splits).
 
 Handing work to ``_numba._Workers`` costs 46-60 us (a queue, a semaphore and waking an idle
 vCPU; ``benchmarks/handoff.py``), so calls shorter than about 0.1 ms used to run in one thread
 and took up to 3x the two-thread C++ time. This helper instead waits for work inside a nogil
-Numba loop (atomic loads, a CPU pause per turn) and runs the work there, from a table of
-kernels that ``_numba`` compiles into its ``serve`` function: arrays travel as addresses and
-shapes in an int64 control array, so neither side touches the GIL or a lock on the way.
+Numba loop (atomic loads, a CPU pause per turn) and runs the work there, through the kernels
+that ``_numba._serve`` calls: arrays travel as addresses and shapes in an int64 control
+array, so neither side needs the GIL or a lock on the way.
 
 Protocol (all atomics sequentially consistent, each word on its own cache line):
-- the caller writes the request's arguments, then CLAIM = REQ = seq (``post``), runs its own
-  part, and then tries to take the helper's part back (CAS CLAIM seq -> 0, ``finish``): if
-  that succeeds the helper never saw it and the caller runs it too, else it waits for
+- the caller writes the request, then CLAIM = REQ = seq (``_post``), runs its own half, and
+  then tries to take the helper's half back (CAS CLAIM seq -> 0, ``_finish``): if that
+  succeeds the helper never started it and the caller runs it too, else it waits for
   DONE == seq. So a call never waits on a helper that is asleep or descheduled.
-- the helper claims a request with the same CAS, runs ``serve``, and sets DONE = seq.
-- after ``spins`` idle turns (about 1 ms) or when STOP is set (``_Workers`` is about to run
-  the GEMM threads on the cores), the helper sets PARKED and sleeps on a semaphore. A caller
-  that finds it parked takes its whole call and then wakes it (``wake``), off the call's
-  critical path, so that the calls after it find it spinning.
+- the helper claims a request with the same CAS, runs it, and sets DONE = seq
+  (``serve_turn``, ``served``).
+- after ``_SPINS`` idle turns (about 1 ms) or when STOP is set (``_Workers`` is about to run
+  its threads on the cores), the helper sets PARKED and sleeps on a semaphore. A caller that
+  finds it parked runs its whole call and then releases the semaphore, off the call's
+  critical path, so that the calls after it find the helper spinning.
 """
 
 from __future__ import annotations
