@@ -226,10 +226,10 @@ class Spinner:
             seq = self._seq
             parked = _post(ctl, seq, op, mid, n, out, a, a if b is None else b, dims, flag)
             first = run(slice(0, mid))
-            state = _finish(ctl, seq, 1 << 22)
-            while state == 2:  # the helper is still running it (descheduled?): yield the core
+            state = _finish(ctl, seq, _SPINS)
+            while state == 2:  # the helper is still at it (a long half, or descheduled): yield
                 time.sleep(0)
-                state = _finish(ctl, seq, 1 << 16)
+                state = _finish(ctl, seq, _SPINS // 8)
             if state == 1:
                 second = run(slice(mid, n))
             else:
