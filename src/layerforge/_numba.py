@@ -1484,8 +1484,37 @@ def _backward_op(kernel: Callable[[Array, Array, Array], None], code: int = 0) -
     return op
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _k_sigmoid32(y, x):
+    # float32 sigmoid in one vectorised pass, the numerics of csrc/cpu/vmath.h: e = exp(-|x|)
+    # by Cephes' expf (Cody-Waite reduction, degree-6 polynomial, 2^n from its exponent bits;
+    # exactly 0 below ln(FLT_MIN)), r = 1 / (1 + e), y = r for x >= 0 else e * r; NaN stays
+    # NaN. Against the NumPy form below: (256,128) 24 -> 13 us. 'contract' lets the
+    # polynomial use fused multiply-adds (its dependency chain bounds the loop).
+    lo = np.float32(-87.3365478515625)
+    log2e, half, one, zero = np.float32(1.44269504088896341), np.float32(0.5), np.float32(1.0), np.float32(0.0)
+    c1, c2 = np.float32(0.693359375), np.float32(-2.12194440e-4)
+    p0, p1, p2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
+    p3, p4, p5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+    for i in range(_u(x.shape[0])):
+        v = x[i]
+        t = -abs(v)
+        tc = t if t > lo else lo
+        n = np.floor(tc * log2e + half)
+        r = (tc - n * c1) - n * c2
+        p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+        e = ((p * r) * r + r + one) * _simd.pow2(n)
+        e = e if t >= lo else zero
+        q = one / (one + e)
+        o = q if v >= zero else e * q
+        y[i] = o if v == v else v
+
+
 def _sigmoid(y: Array, x: Array) -> None:
-    # The transcendental part runs through NumPy's SIMD ufuncs (which release the GIL).
+    if y.dtype == np.float32:
+        _k_sigmoid32(y, x)
+        return
+    # float64: the transcendental part runs through NumPy's SIMD ufuncs (which release the GIL).
     np.abs(x, out=y)
     np.negative(y, out=y)
     np.exp(y, out=y)

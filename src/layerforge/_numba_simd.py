@@ -368,6 +368,24 @@ def unchunk_relu_pool(y, ind, tmp, b, n0, ew, w_full):
                     indf[yo + q0:yo + q0 + m] = it[:m]
 
 
+# ---------------------------------------------------------------------------- bits
+
+@intrinsic
+def pow2(typingctx, n):
+    """2**n as a float32, for a float32 n holding an integer in [-126, 127]: its exponent
+    bits (an int32 shift and a bitcast, which LLVM vectorises; Numba has no bitcast)."""
+    if n != types.float32:
+        return None
+    sig = types.float32(n)
+
+    def codegen(context, builder, sig, args):
+        i = builder.fptosi(args[0], _I32)
+        i = builder.shl(builder.add(i, ir.Constant(_I32, 127)), ir.Constant(_I32, 23))
+        return builder.bitcast(i, ir.FloatType())
+
+    return sig, codegen
+
+
 # ---------------------------------------------------------------------------- small-depth GEMM
 
 GEMM_DEPTH, GEMM_ROWS = 32, 64  # small_gemm's limits: its column vectors stay in registers, and
