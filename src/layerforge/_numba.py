@@ -38,7 +38,8 @@ Convolution is im2col into a column matrix (C*R*S, n, OH*OW) for a chunk of n im
 direction is ONE large GEMM per chunk; the chunks are the same for any thread count and dW
 is summed over them in batch order, so results do not depend on the thread count.
 Transcendentals (exp, tanh) go through NumPy's SIMD ufuncs, which are several times faster
-than Numba's scalar libm calls.
+than Numba's scalar libm calls, except the float32 sigmoid, which computes its own exp in
+one vectorised pass (``_k_sigmoid32``).
 The 2x2 poolings whose rows are too short for LLVM's loop vectoriser (small planes, rows
 of up to 32 windows with indices, conv 1's fused pooling) are explicit SIMD written as LLVM
 IR in ``_numba_simd.py``, bit-identical to the loops here, and so are the convolutions'

@@ -2,7 +2,8 @@
 - 2x2 / stride-2 pooling of small planes (``pool_kernel``, ``avg_bwd_kernel``), below;
 - 2x2 max pooling with indices, 16 windows of a row a step (``max_pool_rows``), and the same
   with the bias and relu fused for the conv -> relu -> pool forward (``unchunk_relu_pool``);
-- GEMMs of depth up to 32 (``small_gemm``: conv 1's 9 rows), register-blocked.
+- GEMMs of depth up to 32 (``small_gemm``: conv 1's 9 rows), register-blocked;
+- ``pow2``, 2^n from its exponent bits, for ``_numba._k_sigmoid32``'s exp.
 
 A plane is small when its input holds at most 256 values and its output at most 32 (the
 documents' 11x11 -> 5x5 pooling: 121 and 25), the limits of csrc/cpu/pool2d_avx512.cpp's
