@@ -13,7 +13,6 @@
 #include <omp.h>
 
 #include <cstdint>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -31,12 +30,14 @@ enum class DT { F32, F64, I64 };
 
 const char* dt_name(DT d) { return d == DT::F32 ? "float32" : d == DT::F64 ? "float64" : "int64"; }
 
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + (s.size() == 1 ? ",)" : ")");
+}
+
 std::string shape_str(const py::array& a) {
-  std::ostringstream os;
-  os << "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) os << (i ? ", " : "") << a.shape(i);
-  os << (a.ndim() == 1 ? ",)" : ")");
-  return os.str();
+  return shape_str(std::vector<int64_t>(a.shape(), a.shape() + a.ndim()));
 }
 
 // Read from the array's descriptor in place: dtype().equal(dtype::of<T>()) made two Python
@@ -100,13 +101,7 @@ class Call {
   void shape(const py::array& a, const char* name, const std::vector<int64_t>& want) const {
     bool ok = a.ndim() == static_cast<py::ssize_t>(want.size());
     for (size_t i = 0; ok && i < want.size(); ++i) ok = a.shape(i) == want[i];
-    if (!ok) {
-      std::ostringstream os;
-      os << "(";
-      for (size_t i = 0; i < want.size(); ++i) os << (i ? ", " : "") << want[i];
-      os << (want.size() == 1 ? ",)" : ")");
-      LF_CHECK(false, prefix(name) << "expected shape " << os.str() << ", got " << shape_str(a));
-    }
+    LF_CHECK(ok, prefix(name) << "expected shape " << shape_str(want) << ", got " << shape_str(a));
   }
 
   void same_shape(const py::array& a, const char* name, const py::array& ref) const {

@@ -20,7 +20,6 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -37,11 +36,9 @@ enum class DT { F32, F64, I64 };
 const char* dt_name(DT d) { return d == DT::F32 ? "float32" : d == DT::F64 ? "float64" : "int64"; }
 
 std::string shape_str(const std::vector<int64_t>& s) {
-  std::ostringstream os;
-  os << "(";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << (s.size() == 1 ? ",)" : ")");
-  return os.str();
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + (s.size() == 1 ? ",)" : ")");
 }
 
 // One parsed descriptor; a default-constructed Arr is "None" (false in `if (a)`).

@@ -9,7 +9,7 @@
 #include <cctype>
 #include <cstdlib>
 
-#include <fstream>
+#include <cstdio>
 #include <string>
 
 namespace lf {
@@ -31,15 +31,25 @@ int64_t default_stream_bytes() {
   }
   // sysfs, not sysconf(_SC_LEVEL3_CACHE_SIZE): on our KVM guest glibc reports 320 MiB for a
   // 32 MiB L3 (it scales the CPUID figure by the sharing threads the host describes).
+  // C stdio, not iostreams: on a GPU machine (gcc 13.3, Python 3.12 venv) `ifstream >> int`
+  // crashed inside the module (SIGSEGV in std::istream::operator>>), as ostream formatting
+  // did in _cuda; check.h's LF_CHECK builds its messages without streams for the same reason.
   int64_t l3 = -1;
   for (int i = 0; i < 8 && l3 < 0; ++i) {
     const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
-    std::ifstream level(dir + "level"), size(dir + "size");
     int lv = 0;
     long long kb = 0;
     char unit = 0;
-    if (level >> lv && lv == 3 && size >> kb >> unit && kb > 0)
-      l3 = unit == 'M' ? kb << 20 : unit == 'K' ? kb << 10 : kb;
+    if (std::FILE* f = std::fopen((dir + "level").c_str(), "r")) {
+      if (std::fscanf(f, "%d", &lv) != 1) lv = 0;
+      std::fclose(f);
+    }
+    if (lv != 3) continue;
+    if (std::FILE* f = std::fopen((dir + "size").c_str(), "r")) {
+      if (std::fscanf(f, "%lld%c", &kb, &unit) < 1) kb = 0;
+      std::fclose(f);
+    }
+    if (kb > 0) l3 = unit == 'M' ? kb << 20 : unit == 'K' ? kb << 10 : kb;
   }
   if (l3 <= 0) l3 = int64_t(32) << 20;
   return l3 + l3 / 4;

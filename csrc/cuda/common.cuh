@@ -10,7 +10,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <sstream>
 #include <stdexcept>
 
 #include "../check.h"
@@ -19,7 +18,7 @@
   do {                                                                              \
     cudaError_t lf_err_ = (expr);                                                   \
     if (lf_err_ != cudaSuccess) {                                                   \
-      std::ostringstream lf_os_;                                                    \
+      ::lf::Msg lf_os_;                                                             \
       lf_os_ << __FILE__ << ":" << __LINE__ << ": " << #expr << ": "                \
              << cudaGetErrorName(lf_err_) << ": " << cudaGetErrorString(lf_err_);   \
       throw std::runtime_error(lf_os_.str());                                       \
