@@ -8,12 +8,19 @@ Reads either kind:
   fraction of the measured peak; a ratio whose samples varied by more than the CLI's
   threshold is marked ``*``, as in the CLI's table.
 
-Usage: python3 benchmarks/report.py BENCH.json
+Given several ``layerforge bench --json`` files (repeated runs of the same cases), it prints
+one row per case with the median over the runs of each run's ratio, the lowest and highest,
+how many runs came in below 1.0x, and the median times: the issue's "medians of repeated
+runs". Rows are matched by (op, direction, shape); a case missing from some runs counts the
+runs it has.
+
+Usage: python3 benchmarks/report.py BENCH.json [BENCH2.json ...]
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from typing import Any
 
@@ -92,9 +99,41 @@ def bench_cli_table(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(path: str) -> None:
-    with open(path) as f:
-        data = json.load(f)
+def runs_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Per case over several ``layerforge bench --json`` runs: median ratio, range, runs below 1.0x."""
+    cases: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for data in runs:
+        for r in data["rows"]:
+            cases.setdefault((r["op"], r["direction"], r["shape"]), []).append(r)
+    lines = [f"| op | shape | runs | ours ms (median) | PyTorch ms (median) | ratio: median (lowest-highest) "
+             f"| runs below 1.0x |", "|---|---|---|---|---|---|---|"]
+    for (op, direction, shape), rs in cases.items():
+        ratios = [r["ratio"] for r in rs if r.get("ratio") is not None]
+        theirs = [r["torch_best_ms"] for r in rs if r.get("torch_best_ms") is not None]
+        ours = statistics.median(r["ours_ms"] for r in rs)
+        if ratios:
+            ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+            below = str(sum(x < 1.0 for x in ratios))
+        else:
+            ratio, below = "-", "-"
+        torch_ms = f"{statistics.median(theirs):.3f}" if theirs else "-"
+        lines.append(f"| {op} {direction} | {shape} | {len(rs)} | {ours:.3f} | {torch_ms} | {ratio} | {below} |")
+    return lines
+
+
+def main(paths: list[str]) -> None:
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    if len(runs) > 1:
+        bad = [p for p, d in zip(paths, runs) if "rows" not in d]
+        if bad:
+            raise SystemExit(f"{', '.join(bad)}: several files must all be `layerforge bench --json` files "
+                             "('rows')")
+        print("\n".join(runs_table(runs)))
+        return
+    path, data = paths[0], runs[0]
     if "benchmarks" in data:
         lines = pytest_benchmark_table(data)
     elif "rows" in data:
@@ -106,6 +145,6 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python3 benchmarks/report.py BENCH.json")
-    main(sys.argv[1])
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: python3 benchmarks/report.py BENCH.json [BENCH2.json ...]")
+    main(sys.argv[1:])

@@ -260,6 +260,36 @@ def test_report_reads_both_json_kinds(tmp_path):
     assert "3.00x * |" in r.stdout  # a noisy row is marked, as in the CLI's table
 
 
+def test_report_summarises_repeated_runs(tmp_path):
+    """Several bench JSONs: per case, the median of the runs' ratios, their range and the count
+    below 1.0x; a case missing from a run counts the runs it has; a pytest-benchmark file among
+    them is refused."""
+    def row(shape, ours, theirs):
+        return {"op": "relu", "direction": "forward", "shape": shape, "ours_ms": ours, "ours_rate": 1.0,
+                "unit": "GB/s", "torch_best": "torch", "torch_best_ms": theirs, "ratio": theirs / ours}
+    runs = [[row("(32,10)", 1.0, 0.99), row("(8,10)", 1.0, 3.0)],
+            [row("(32,10)", 1.0, 1.5)],
+            [row("(32,10)", 2.0, 2.2), row("(8,10)", 1.0, 1.0)]]
+    paths = []
+    for i, rows in enumerate(runs):
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps({"backend": "cpp", "rows": rows}))
+    script = os.path.join(ROOT, "benchmarks", "report.py")
+    r = subprocess.run([sys.executable, script, *map(str, paths)], check=False, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = {ln.split("|")[2].strip(): [c.strip() for c in ln.split("|")[3:-1]] for ln in r.stdout.splitlines()[2:]}
+    # ratios 0.99, 1.5, 1.1: median 1.10 (mean 1.20), one run below 1.0; ours 1, 1, 2 ms -> median 1.
+    assert lines["(32,10)"] == ["3", "1.000", "1.500", "1.10x (0.99-1.50)", "1"]
+    # ratios 3.0 and 1.0 (level, not below): median 2.0.
+    assert lines["(8,10)"] == ["2", "1.000", "2.000", "2.00x (1.00-3.00)", "0"]
+    other = tmp_path / "pb.json"
+    other.write_text(json.dumps({"benchmarks": []}))
+    r = subprocess.run([sys.executable, script, str(paths[0]), str(other)], check=False, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode != 0 and "pb.json" in r.stderr
+
+
 def test_measure_calibrates_on_warm_calls(monkeypatch):
     """A sample runs enough calls for min_time, counted from the fastest of three timed calls
     after the warm-up: a slow first or second call (a fresh buffer's page faults) must not
