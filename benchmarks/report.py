@@ -10,8 +10,8 @@ Reads either kind:
 
 Given several ``layerforge bench --json`` files (repeated runs of the same cases), it prints
 one row per case with the median over the runs of each run's ratio, the lowest and highest,
-how many runs came in below 1.0x, and the median times: the issue's "medians of repeated
-runs". Rows are matched by (op, direction, shape); a case missing from some runs counts the
+how many runs came in below 1.0x, the median times and the median fraction of the peak: the
+issue's "medians of repeated runs". Rows are matched by (op, direction, shape); a case missing from some runs counts the
 runs it has.
 
 Usage: python3 benchmarks/report.py BENCH.json [BENCH2.json ...]
@@ -105,8 +105,8 @@ def runs_table(runs: list[dict[str, Any]]) -> list[str]:
     for data in runs:
         for r in data["rows"]:
             cases.setdefault((r["op"], r["direction"], r["shape"]), []).append(r)
-    lines = [f"| op | shape | runs | ours ms (median) | PyTorch ms (median) | ratio: median (lowest-highest) "
-             f"| runs below 1.0x |", "|---|---|---|---|---|---|---|"]
+    lines = ["| op | shape | runs | ours ms (median) | PyTorch ms (median) | ratio: median (lowest-highest) "
+             "| runs below 1.0x | % of peak (median) |", "|---|---|---|---|---|---|---|---|"]
     for (op, direction, shape), rs in cases.items():
         ratios = [r["ratio"] for r in rs if r.get("ratio") is not None]
         theirs = [r["torch_best_ms"] for r in rs if r.get("torch_best_ms") is not None]
@@ -117,7 +117,11 @@ def runs_table(runs: list[dict[str, Any]]) -> list[str]:
         else:
             ratio, below = "-", "-"
         torch_ms = f"{statistics.median(theirs):.3f}" if theirs else "-"
-        lines.append(f"| {op} {direction} | {shape} | {len(rs)} | {ours:.3f} | {torch_ms} | {ratio} | {below} |")
+        fracs = [r["peak_fraction"] for r in rs if r.get("peak_fraction") is not None]
+        kind = "FMA" if rs[0].get("peak_kind") == "fma" else "BW"
+        peak = f"{100 * statistics.median(fracs):.0f}% {kind}" if fracs else "-"
+        lines.append(f"| {op} {direction} | {shape} | {len(rs)} | {ours:.3f} | {torch_ms} | {ratio} | {below} "
+                     f"| {peak} |")
     return lines
 
 

@@ -266,7 +266,8 @@ def test_report_summarises_repeated_runs(tmp_path):
     them is refused."""
     def row(shape, ours, theirs):
         return {"op": "relu", "direction": "forward", "shape": shape, "ours_ms": ours, "ours_rate": 1.0,
-                "unit": "GB/s", "torch_best": "torch", "torch_best_ms": theirs, "ratio": theirs / ours}
+                "unit": "GB/s", "torch_best": "torch", "torch_best_ms": theirs, "ratio": theirs / ours,
+                "peak_fraction": 0.5 / ours, "peak_kind": "memcpy"}
     runs = [[row("(32,10)", 1.0, 0.99), row("(8,10)", 1.0, 3.0)],
             [row("(32,10)", 1.0, 1.5)],
             [row("(32,10)", 2.0, 2.2), row("(8,10)", 1.0, 1.0)]]
@@ -280,9 +281,9 @@ def test_report_summarises_repeated_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = {ln.split("|")[2].strip(): [c.strip() for c in ln.split("|")[3:-1]] for ln in r.stdout.splitlines()[2:]}
     # ratios 0.99, 1.5, 1.1: median 1.10 (mean 1.20), one run below 1.0; ours 1, 1, 2 ms -> median 1.
-    assert lines["(32,10)"] == ["3", "1.000", "1.500", "1.10x (0.99-1.50)", "1"]
+    assert lines["(32,10)"] == ["3", "1.000", "1.500", "1.10x (0.99-1.50)", "1", "50% BW"]
     # ratios 3.0 and 1.0 (level, not below): median 2.0.
-    assert lines["(8,10)"] == ["2", "1.000", "2.000", "2.00x (1.00-3.00)", "0"]
+    assert lines["(8,10)"] == ["2", "1.000", "2.000", "2.00x (1.00-3.00)", "0", "50% BW"]
     other = tmp_path / "pb.json"
     other.write_text(json.dumps({"benchmarks": []}))
     r = subprocess.run([sys.executable, script, str(paths[0]), str(other)], check=False, capture_output=True,
