@@ -52,7 +52,7 @@ int64_t default_stream_bytes() {
     if (kb > 0) l3 = unit == 'M' ? kb << 20 : unit == 'K' ? kb << 10 : kb;
   }
   if (l3 <= 0) l3 = int64_t(32) << 20;
-  return l3 + l3 / 4;
+  return l3 + l3 / 2;
 }
 
 SimdPath detect() {

@@ -49,9 +49,15 @@ void set_conv_algo(ConvAlgo a);
 // first reads each output line from memory (read for ownership), which the streaming store
 // skips. Measured here (32 MiB L3, relu through ops.py on fresh outputs, streamed against
 // normal stores, interleaved): backward (3 arrays) 33 MB 0.90x, 40 MB 1.10x, 66 MB 1.5x;
-// forward (2 arrays) 32 MB 0.6x, 36 MB 0.86x, 44 MB 1.03-1.10x. Default: 1.25x the L3
-// size the OS reports (32 MiB if none); LAYERFORGE_STREAM_BYTES or set_stream_min_bytes
-// override it (0: always stream, as the tests do to run these paths on small arrays).
+// forward (2 arrays) 32 MB 0.6x, 36 MB 0.86x, 44 MB 1.03-1.27x. But a streamed output is
+// not in the cache for the op that reads it next: in a loop of producer -> relu -> 2x2 max
+// pool on (256,32,26,26) (44 MB, session 13) the relu took 906-953 us streamed against
+// 826-928 not, and the pool after it 820-863 against 614-654; in back-to-back relu calls
+// alone, 895-952 against 738-810. The same loop with relu backward (66 MB) kept streaming
+// ahead: 1220-1397 against 1543-1615 us, the reader after it 1312-1371 against 1281-1301.
+// Default: 1.5x the L3 size the OS reports (32 MiB if none), between the two;
+// LAYERFORGE_STREAM_BYTES or set_stream_min_bytes override it (0: always stream, as the
+// tests do to run these paths on small arrays).
 int64_t stream_min_bytes();
 void set_stream_min_bytes(int64_t bytes);  // < 0: back to the default
 
