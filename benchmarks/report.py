@@ -11,8 +11,8 @@ Reads either kind:
 Given several ``layerforge bench --json`` files (repeated runs of the same cases), it prints
 one row per case with the median over the runs of each run's ratio, the lowest and highest,
 how many runs came in below 1.0x, the median times and the median fraction of the peak: the
-issue's "medians of repeated runs". Rows are matched by (op, direction, shape); a case missing from some runs counts the
-runs it has.
+issue's "medians of repeated runs". Rows are matched by (op, direction, shape); a case
+missing from some runs counts the runs it has.
 
 Usage: python3 benchmarks/report.py BENCH.json [BENCH2.json ...]
 """
