@@ -2,10 +2,12 @@
 // LF_CHECK  -> std::invalid_argument (pybind11 turns it into ValueError).
 // CUDA_CHECK -> std::runtime_error "file:line: <cuda error string>" (defined in cuda/common.cuh).
 #pragma once
+#include <cstdint>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace lf {
 
@@ -34,6 +36,13 @@ class Msg {
  private:
   std::string s_;
 };
+
+// A shape as Python prints a tuple, for messages: (2, 3), (5,), ().
+inline std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + (s.size() == 1 ? ",)" : ")");
+}
 
 }  // namespace lf
 

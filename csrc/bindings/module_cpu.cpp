@@ -30,11 +30,7 @@ enum class DT { F32, F64, I64 };
 
 const char* dt_name(DT d) { return d == DT::F32 ? "float32" : d == DT::F64 ? "float64" : "int64"; }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "(";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + (s.size() == 1 ? ",)" : ")");
-}
+using lf::shape_str;
 
 std::string shape_str(const py::array& a) {
   return shape_str(std::vector<int64_t>(a.shape(), a.shape() + a.ndim()));

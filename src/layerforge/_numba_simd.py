@@ -85,7 +85,7 @@ def _data(typingctx, a):
     return sig, codegen
 
 
-def _pointer(context, builder, aryty, ary, offset, vt: ir.VectorType):
+def _pointer(builder, ary, offset, vt: ir.VectorType):
     """Pointer to a vt at element ``offset`` of a data pointer."""
     return builder.bitcast(builder.gep(ary, [offset]), vt.as_pointer())
 
@@ -115,7 +115,7 @@ def _load_plane(context, builder, aryty, ary, offset, count: int):
     step = ir.Constant(_I64, _LANES)
     vecs = []
     for v in range(_vectors(count)):
-        vecs.append(builder.load(_pointer(context, builder, aryty, ary, offset, vt), align=aryty.dtype.bitwidth // 8))
+        vecs.append(builder.load(_pointer(builder, ary, offset, vt), align=aryty.dtype.bitwidth // 8))
         offset = builder.add(offset, step)
     return _concat(builder, vecs)
 
@@ -126,7 +126,7 @@ def _splat(builder, scalar, n: int):
 
 
 def _store(context, builder, aryty, ary, offset, vec) -> None:
-    builder.store(vec, _pointer(context, builder, aryty, ary, offset, vec.type), align=aryty.dtype.bitwidth // 8)
+    builder.store(vec, _pointer(builder, ary, offset, vec.type), align=aryty.dtype.bitwidth // 8)
 
 
 @intrinsic
@@ -413,7 +413,7 @@ def _gemm_block(typingctx, out, oo, w, col, co, n, depth, k_out):
         cols = []
         off = co_
         for _ in range(dd):
-            cols.append(builder.load(_pointer(context, builder, colty, col_, off, vt), align=align))
+            cols.append(builder.load(_pointer(builder, col_, off, vt), align=align))
             off = builder.add(off, n_)
         name = f"llvm.fma.v{_LANES}{'f64' if colty.dtype.bitwidth == 64 else 'f32'}"
         fma = builder.module.declare_intrinsic(name, fnty=ir.FunctionType(vt, [vt, vt, vt]))
