@@ -778,7 +778,7 @@ PYBIND11_MODULE(_C, m) {
         "(also LAYERFORGE_CONV=im2col); 'auto' is the default.");
   m.def("stream_threshold", &lf::stream_min_bytes,
         "Bytes a memory-bound call must touch before it writes its output with non-temporal "
-        "(cache-bypassing) stores; default 1.25x the L3 size (LAYERFORGE_STREAM_BYTES overrides).");
+        "(cache-bypassing) stores; default 1.5x the L3 size (LAYERFORGE_STREAM_BYTES overrides).");
   m.def("set_stream_threshold", [](int64_t nbytes) {
     lf::set_stream_min_bytes(nbytes);
     return lf::stream_min_bytes();
