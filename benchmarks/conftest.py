@@ -1,5 +1,6 @@
 """Benchmark setup shared by test_ops.py and test_train_step.py.
 
+glibc keeps freed memory in the process (``bench.steady_allocator``), as in `layerforge bench`.
 Two threads everywhere by default (the reference machine's core count; LAYERFORGE_BENCH_THREADS
 changes it), so our kernels and PyTorch race on equal terms; PyTorch joins a group only when
 installed. Each entry's extra_info holds the case (op, shape, direction, batch, impl), its work
@@ -25,6 +26,7 @@ THREADS = int(os.environ.get("LAYERFORGE_BENCH_THREADS", "2"))
 def _threads():
     import layerforge
 
+    bench.steady_allocator()  # no page faults on fresh buffers in either library's timings
     layerforge.set_num_threads(THREADS)
     torch = bench.import_torch()
     if torch is not None:

@@ -77,6 +77,36 @@ def _require_torch() -> Any:
     return torch
 
 
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+STEADY_MMAP_BYTES = 32 << 20  # glibc's largest heap-served block (DEFAULT_MMAP_THRESHOLD_MAX, 64-bit)
+
+
+def steady_allocator() -> bool:
+    """Keep freed memory in this process (glibc only), so that neither library's timings include
+    the kernel mapping fresh zeroed pages into a buffer it allocates on every call.
+
+    Left to itself, glibc hands blocks above a moving threshold to mmap and returns freed memory
+    at the top of a heap to the system, and where a block lands depends on what the process
+    allocated before. On our machine (session 14) PyTorch's conv1 forward at batch 32 ran in
+    0.17 ms in one process state and 1.9-2.2 ms in another, the same oneDNN kernels taking
+    1,320 page faults a call, once our convolution had run in the same process; layerforge bench
+    had been reporting that row at 10x. With blocks up to 32 MiB served from the heap and no
+    trimming, both libraries reuse their freed buffers as a caching allocator would. Returns
+    whether the settings took (False off glibc: nothing changes there).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+
+
 def default_threads() -> int:
     """Cores this process may run on (its CPU affinity), the default for both sides."""
     try:
@@ -830,6 +860,7 @@ class Result:
     fma_gflops: float | None
     copy_gbs: float | None
     copy_bytes: int
+    steady_allocator: bool = False  # steady_allocator() took: freed memory stays in the process
 
     def to_dict(self) -> dict[str, Any]:
         from . import __version__
@@ -838,6 +869,7 @@ class Result:
             "layerforge": __version__, "backend": self.backend, "simd_path": self.simd, "threads": self.threads,
             "repeats": self.repeats, "dtype": "float32", "torch": self.torch_version, "torch_note": self.torch_note,
             "peaks": {"fma_gflops": self.fma_gflops, "copy_gbs": self.copy_gbs, "copy_bytes": self.copy_bytes},
+            "steady_allocator": self.steady_allocator,
             "machine": {"platform": platform.platform(), "processor": _cpu_name(), "python": sys.version.split()[0]},
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "ratio": "PyTorch's best layout time / ours (> 1: layerforge faster)",
@@ -882,6 +914,7 @@ def run(batches: Sequence[int] = (32,), op_names: Sequence[str] | None = None, t
     # seen to run up to 30x slower after our kernels ran (its RNN step: 2.8 -> 95 ms).
     torch = import_torch() if use_torch else None
     be, _ = _backend.resolve(backend, where="bench")
+    allocator = steady_allocator()
     note = None if torch is not None else ("PyTorch is not installed (pip install 'layerforge[torch]')"
                                            if use_torch else "PyTorch disabled (--no-torch)")
     cases = op_cases(batches, [n for n in names if n in OPS]) if any(n in OPS for n in names) else []
@@ -919,7 +952,8 @@ def run(batches: Sequence[int] = (32,), op_names: Sequence[str] | None = None, t
                             t.pop("ours") * 1e3, {k: v * 1e3 for k, v in t.items()}, peak,
                             max(spread(v) for v in samples.values())))
         bar.close()
-    return Result(rows, be, simd, threads, repeats, getattr(torch, "__version__", None), note, fma, copy, copy_bytes)
+    return Result(rows, be, simd, threads, repeats, getattr(torch, "__version__", None), note, fma, copy, copy_bytes,
+                  allocator)
 
 
 # ---------------------------------------------------------------------------- output
@@ -942,6 +976,8 @@ def format_table(result: Result) -> str:
                      f"({result.copy_bytes >> 20} MiB, read + written)")
     else:
         lines.append("peaks not measured: they need the compiled module layerforge._C")
+    if not result.steady_allocator:
+        lines.append("allocator not steadied (not glibc): timings may include page faults on fresh buffers")
     table = [COLUMNS]
     noisy = False
     for r in result.rows:
