@@ -4,7 +4,7 @@ median of 15 samples of 8 steps. Run it once per implementation to compare each 
 without the other library's threads in the same process.
 
 Usage: python3 benchmarks/alone_step.py --impl cpp|numba|torch|torch-cl [--batch 32] [--threads 2]
-       [--show-samples]
+       [--show-samples] [--default-allocator]
 """
 
 from __future__ import annotations
@@ -54,7 +54,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--show-samples", action="store_true",
                    help="also print every sample (ms per step), to see a run change speed midway")
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc's malloc as it is (default: layerforge.bench.steady_allocator, so that "
+                        "no library's steps pay page faults on freshly mapped buffers)")
     a = p.parse_args()
+    if not a.default_allocator:
+        from layerforge.bench import steady_allocator
+
+        steady_allocator()
     if a.impl.startswith("torch"):
         import torch  # noqa: F401  (first: its libgomp then serves both, see README)
     import layerforge

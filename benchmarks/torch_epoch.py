@@ -3,6 +3,7 @@ network, data (Fashion-MNIST via layerforge's loader), batch 32, Adam 1e-3, a sh
 over the 60,000 training images, then the 10,000 test images, timed like layerforge's epoch.
 
 Usage: python3 benchmarks/torch_epoch.py [--epochs 1] [--channels-last] [--threads 2]
+       [--default-allocator]
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc's malloc as it is (default: layerforge.bench.steady_allocator, so that "
+                        "no library's steps pay page faults on freshly mapped buffers)")
     a = p.parse_args()
+    if not a.default_allocator:
+        from layerforge.bench import steady_allocator
+
+        steady_allocator()
     import torch
     import torch.nn.functional as F
     from torch import nn
