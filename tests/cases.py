@@ -32,6 +32,10 @@ CONV = [
     (1, 8, 6, 6, 80, 3, 3, 1, 0, 1, True),
     (1, 16, 4, 5, 16, 2, 2, 1, 2, 1, False),
     (2, 1, 9, 12, 20, 3, 3, 1, 0, 1, True),          # one channel, 20 filters (a partial lane block), odd output
+    # One input channel, 3x3 (AVX-512: columns in vectors, 4 filters at a time): padding, three
+    # column vectors with a tail, filters off 4; one image in bands of rows, no bias.
+    (3, 1, 11, 37, 7, 3, 3, 1, 1, 1, True),
+    (1, 1, 20, 18, 6, 3, 3, 1, "same", 1, False),
     # dx of unpadded 3-wide kernels on dy itself (full-correlation kernel): the narrowest dx
     # row (one dy column), the widest tile for 1 and 3 channel vectors, row padding only.
     (2, 20, 7, 3, 8, 3, 3, 1, 0, 1, True),

@@ -166,6 +166,7 @@ void conv2d_forward_cpu(T* y, const T* x, const T* w, const T* b, const Conv2dSh
   if (N == 0 || K == 0 || P == 0) return;
   if constexpr (std::is_same_v<T, float>) {
     if (conv2d_direct_forward_applies(s)) return conv2d_direct_forward(y, x, w, b, s, relu);
+    if (conv2d_c1_forward_applies(s)) return conv2d_c1_forward(y, x, w, b, s, relu);
   }
   const GemmUkernel<T>& uk = gemm_ukernel<T>();
   const bool pointwise = is_pointwise(s);

@@ -206,6 +206,31 @@ void conv2d_direct_forward(float* y, const float* x, const float* w, const float
               relu);
 }
 
+// One input channel and 3x3 taps (conv 1 -> 32): 9 multiply-adds per output, too few for the
+// (pixel, channel) tiles' transposed stores or for im2col's 9x copy of the input to pay off.
+bool conv2d_c1_forward_applies(const Conv2dShape& s) {
+  return direct_common(s) && s.c == 1 && s.r == 3 && s.s == 3;
+}
+
+void conv2d_c1_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s,
+                       bool relu) {
+  const int64_t Hp = s.oh + 2, Wp = s.ow + 2, P = s.ohw();
+  AlignedBuffer<float> xbuf;
+  const float* xin = pad_planes(xbuf, x, s.n, s.h, s.w, Hp, Wp, s.ph, s.pw);
+  // Items of whole images where there are enough of them for the threads, else bands of rows.
+  const int nt0 = threads_for(2 * s.n * s.k * P * 9, s.n * s.oh);
+  const int64_t bands = std::min<int64_t>(s.oh, std::max<int64_t>(1, (2 * nt0 + s.n - 1) / s.n));
+  const int64_t rows = (s.oh + bands - 1) / bands, items = s.n * bands;
+  const int nt = static_cast<int>(std::min<int64_t>(nt0, items));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t n = it / bands, i0 = (it % bands) * rows, i1 = std::min(s.oh, i0 + rows);
+    if (i1 > i0)
+      conv_c1_3x3_rows_avx512(y + n * s.k * P + i0 * s.ow, P, xin + n * Hp * Wp + i0 * Wp, Wp, i1 - i0, s.ow, w, b,
+                              s.k, relu);
+  }
+}
+
 void conv2d_direct_dx(float* dx, const float* dy, const float* w, const Conv2dShape& s,
                       const float* relu_y) {
   // dx[c, i, j] = sum_{k, r, q} dy[k, i + ph - r, j + pw - q] w[k, c, r, q]: a correlation of

@@ -45,10 +45,22 @@ void direct_store_tile_avx512(const float* tile, int nv, int64_t np, int64_t kn,
 void direct_transpose_dy_avx512(const float* dy, const float* mask, int64_t K, int64_t P, int64_t Kp,
                                 float* dst, float* sums);
 
+// One input channel, 3x3 taps (conv 1): `rows` output rows of y[k*ldk + i*OW + j] =
+// act(bias[k] + sum_{r,s} x[(i + r)*Wp + j + s] * w[k*9 + r*3 + s]) for k < K, vectorised over 16
+// output columns with the 9 shifted input vectors in registers and 4 channels at a time; the
+// taps accumulate from zero in (r, s) order, then the bias, as the fused conv + pool does.
+void conv_c1_3x3_rows_avx512(float* y, int64_t ldk, const float* x, int64_t Wp, int64_t rows, int64_t OW,
+                             const float* w, const float* bias, int64_t K, bool relu);
+
 // True when the direct kernels run this shape on the current SIMD path (float32 only).
 bool conv2d_direct_forward_applies(const Conv2dShape& s);
 bool conv2d_direct_dx_applies(const Conv2dShape& s);
 bool conv2d_direct_dw_applies(const Conv2dShape& s);
+bool conv2d_c1_forward_applies(const Conv2dShape& s);
+// The forward of conv2d_c1_forward_applies' shapes: conv_c1_3x3_rows_avx512 over (image, band of
+// rows) items, the input zero-padded first where the convolution pads.
+void conv2d_c1_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s,
+                       bool relu);
 
 void conv2d_direct_forward(float* y, const float* x, const float* w, const float* b,
                            const Conv2dShape& s, bool relu);

@@ -297,11 +297,49 @@ void direct_store_tile_avx512(const float* tile, int nv, int64_t np, int64_t kn,
   }
 }
 
+void conv_c1_3x3_rows_avx512(float* y, int64_t ldk, const float* x, int64_t Wp, int64_t rows, int64_t OW,
+                             const float* w, const float* bias, int64_t K, bool relu) {
+  const __m512 zero = _mm512_setzero_ps();
+  // bias, then relu (x < 0 ? 0 : x, NaN kept): the order and rounding of the other kernels.
+  const auto finish = [&](__m512 a, int64_t k) {
+    a = _mm512_add_ps(_mm512_set1_ps(bias ? bias[k] : 0.f), a);
+    return relu ? _mm512_mask_mov_ps(a, _mm512_cmp_ps_mask(a, zero, _CMP_LT_OQ), zero) : a;
+  };
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j0 = 0; j0 < OW; j0 += 16) {
+      const int64_t m = OW - j0 < 16 ? OW - j0 : 16;
+      const __mmask16 mk = static_cast<__mmask16>((1u << m) - 1u);
+      __m512 in[9];
+#pragma GCC unroll 9
+      for (int t = 0; t < 9; ++t) in[t] = _mm512_maskz_loadu_ps(mk, x + (i + t / 3) * Wp + j0 + t % 3);
+      float* yo = y + i * OW + j0;
+      int64_t k = 0;
+      for (; k + 4 <= K; k += 4) {
+        __m512 a[4] = {zero, zero, zero, zero};
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; ++t)
+#pragma GCC unroll 4
+          for (int q = 0; q < 4; ++q) a[q] = _mm512_fmadd_ps(in[t], _mm512_set1_ps(w[(k + q) * 9 + t]), a[q]);
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) _mm512_mask_storeu_ps(yo + (k + q) * ldk, mk, finish(a[q], k + q));
+      }
+      for (; k < K; ++k) {
+        __m512 a = zero;
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; ++t) a = _mm512_fmadd_ps(in[t], _mm512_set1_ps(w[k * 9 + t]), a);
+        _mm512_mask_storeu_ps(yo + k * ldk, mk, finish(a, k));
+      }
+    }
+  }
+}
+
 }  // namespace lf
 
 #pragma GCC pop_options
 #else
 namespace lf {
+void conv_c1_3x3_rows_avx512(float*, int64_t, const float*, int64_t, int64_t, int64_t, const float*, const float*,
+                             int64_t, bool) {}
 DirectFwdUkr direct_fwd_ukr_avx512(int, int) { return nullptr; }
 DirectDwUkr direct_dw_ukr_avx512(int, int) { return nullptr; }
 DirectFwdUkr direct_fullcorr3_ukr_avx512(int, int) { return nullptr; }
