@@ -20,8 +20,9 @@ PyTorch backwards are timed as the backward kernels alone (``aten.convolution_ba
 ``aten.max_pool2d_with_indices_backward``, ``aten.threshold_backward``, ...), with the
 forward's saved tensors prepared outside the timed call, as autograd would hold them.
 
-PyTorch is optional: it is imported only when a PyTorch case runs, and ``run`` reports
-layerforge alone when it is missing. Rates: GFLOP/s for the compute-bound ops (convolution,
+``run`` first calls ``steady_allocator``, so that neither library's timings include page
+faults on buffers glibc mapped afresh. PyTorch is optional: it is imported only when a
+PyTorch case runs, and ``run`` reports layerforge alone when it is missing. Rates: GFLOP/s for the compute-bound ops (convolution,
 dense, training steps), GB/s of bytes read + written for the memory-bound ones; "% of peak"
 divides them by the measured float32 FMA peak (``_C.fma_peak_gflops``), respectively by the
 bandwidth of a memcpy moving the same number of bytes with the same threads
