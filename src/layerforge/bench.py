@@ -22,8 +22,9 @@ forward's saved tensors prepared outside the timed call, as autograd would hold 
 
 ``run`` first calls ``steady_allocator``, so that neither library's timings include page
 faults on buffers glibc mapped afresh. PyTorch is optional: it is imported only when a
-PyTorch case runs, and ``run`` reports layerforge alone when it is missing. Rates: GFLOP/s for the compute-bound ops (convolution,
-dense, training steps), GB/s of bytes read + written for the memory-bound ones; "% of peak"
+PyTorch case runs, and ``run`` reports layerforge alone when it is missing. Rates: GFLOP/s for
+the compute-bound ops (convolution, dense, training steps), GB/s of bytes read + written for the
+memory-bound ones; "% of peak"
 divides them by the measured float32 FMA peak (``_C.fma_peak_gflops``), respectively by the
 bandwidth of a memcpy moving the same number of bytes with the same threads
 (``_C.copy_bandwidth_gbs``), so cache-resident sizes are compared with cache-resident copies.
