@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from layerforge.bench import add_allocator_option, steady_allocator
+
 
 def _ours(backend: str, batches: list) -> Callable[[int], None]:
     from layerforge.cli import build_model
@@ -54,13 +56,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--show-samples", action="store_true",
                    help="also print every sample (ms per step), to see a run change speed midway")
-    p.add_argument("--default-allocator", action="store_true",
-                   help="leave glibc's malloc as it is (default: layerforge.bench.steady_allocator, so that "
-                        "no library's steps pay page faults on freshly mapped buffers)")
+    add_allocator_option(p)
     a = p.parse_args()
     if not a.default_allocator:
-        from layerforge.bench import steady_allocator
-
         steady_allocator()
     if a.impl.startswith("torch"):
         import torch  # noqa: F401  (first: its libgomp then serves both, see README)

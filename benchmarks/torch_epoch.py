@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from layerforge.bench import add_allocator_option, steady_allocator
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -20,13 +22,9 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--default-allocator", action="store_true",
-                   help="leave glibc's malloc as it is (default: layerforge.bench.steady_allocator, so that "
-                        "no library's steps pay page faults on freshly mapped buffers)")
+    add_allocator_option(p)
     a = p.parse_args()
     if not a.default_allocator:
-        from layerforge.bench import steady_allocator
-
         steady_allocator()
     import torch
     import torch.nn.functional as F

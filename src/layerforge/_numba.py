@@ -881,13 +881,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: (_workers.reset(), _spinner.reset()))
 
 
-def _pool_split(run: Callable[[slice], object], n: int, size: int, req: tuple | None = None,
+def _size_split(run: Callable[[slice], object], n: int, size: int, parallel_from: int, req: tuple | None = None,
                 result: Callable[[], object] | None = None) -> list:
-    """[run(s) for ranges s of n planes]: over the worker threads from _POOL_PARALLEL
-    elements, in two halves with the spinning helper from _SPLIT2 when ``req`` is the
-    helper's request (op, out, a, b, dims[, flag]; Spinner.split2), else in one range in
-    this thread."""
-    if size >= _POOL_PARALLEL:
+    """[run(s) for ranges s of n items (planes or elements), ``size`` elements in all]: over
+    the worker threads from ``parallel_from`` elements, in two halves with the spinning helper
+    from _SPLIT2 when ``req`` is the helper's request (op, out, a, b, dims[, flag];
+    Spinner.split2), else in one range in this thread."""
+    if size >= parallel_from:
         return _split(run, n, True)
     if req is not None and size >= _SPLIT2 and _threads >= 2 and n >= 2:
         return _spinner.split2(n, run, *req, result=result)
@@ -929,7 +929,7 @@ def max_pool2d_forward(
     else:
         def run(s: slice) -> None:
             _k_max_pool_fwd(yp[s], ip[s] if want else ip, xp[s], kh, kw, sh, sw, ph, pw, want)
-    _pool_split(run, yp.shape[0], x.size, req)
+    _size_split(run, yp.shape[0], x.size, _POOL_PARALLEL, req)
 
 
 def max_pool2d_backward(
@@ -940,8 +940,8 @@ def max_pool2d_backward(
     hw, ohw = dx.shape[2] * dx.shape[3], dy.shape[2] * dy.shape[3]
     dx2, dy2, ind2 = dx.reshape(planes, hw), dy.reshape(planes, ohw), indices.reshape(planes, ohw)
     req = (_OP_MAX_BWD, dx2, dy2, ind2, (planes, hw, ohw, 0, 0))
-    return sum(_pool_split(lambda s: _k_max_pool_bwd(dx2[s], dy2[s], ind2[s]), planes, dx.size, req,
-                           lambda: int(_spinner.ctl[_spin.ARGS + 13])))
+    return sum(_size_split(lambda s: _k_max_pool_bwd(dx2[s], dy2[s], ind2[s]), planes, dx.size, _POOL_PARALLEL,
+                           req, lambda: int(_spinner.ctl[_spin.ARGS + 13])))
 
 
 def avg_pool2d_forward(
@@ -965,7 +965,7 @@ def avg_pool2d_forward(
     else:
         def run(s: slice) -> None:
             _k_avg_pool_fwd(yp[s], xp[s], kh, kw, sh, sw, ph, pw, bool(count_include_pad))
-    _pool_split(run, yp.shape[0], x.size, req)
+    _size_split(run, yp.shape[0], x.size, _POOL_PARALLEL, req)
 
 
 def avg_pool2d_backward(
@@ -987,7 +987,7 @@ def avg_pool2d_backward(
     else:
         def run(s: slice) -> None:
             _k_avg_pool_bwd(dxp[s], dyp[s], kh, kw, sh, sw, ph, pw, bool(count_include_pad))
-    _pool_split(run, dxp.shape[0], dx.size, req)
+    _size_split(run, dxp.shape[0], dx.size, _POOL_PARALLEL, req)
 
 
 # ---------------------------------------------------------------------------- conv -> relu -> 2x2 max pool
@@ -1455,12 +1455,8 @@ def _eltwise(kernel: Callable[..., None], code: int, out: Array, *ins: Array) ->
     def run(s: slice) -> None:
         kernel(o[s], *(v[s] for v in a))
 
-    if o.size >= _ELTWISE_PARALLEL:
-        _split(run, o.size, True)
-    elif code and _threads >= 2:
-        _spinner.split2(o.size, run, code, o, a[0], a[1] if len(a) > 1 else None, (o.size, 0, 0, 0, 0))
-    else:
-        run(slice(0, o.size))
+    req = (code, o, a[0], a[1] if len(a) > 1 else None, (o.size, 0, 0, 0, 0)) if code else None
+    _size_split(run, o.size, o.size, _ELTWISE_PARALLEL, req)
 
 
 # The ops below call their kernel directly under _SPLIT2 elements: any layer in between (even

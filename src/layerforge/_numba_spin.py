@@ -1,5 +1,5 @@
-"""A spinning helper thread for the Numba backend's mid-size calls (``_numba._pool_split`` and
-``_numba._eltwise``, from 64 K elements up to the worker-thread splits).
+"""A spinning helper thread for the Numba backend's mid-size calls (``_numba._size_split``,
+for poolings and elementwise ops, from 64 K elements up to the worker-thread splits).
 
 Handing work to ``_numba._Workers`` costs 46-60 us (a queue, a semaphore and waking an idle
 vCPU; ``benchmarks/handoff.py``), so calls shorter than about 0.1 ms used to run in one thread

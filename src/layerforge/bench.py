@@ -24,10 +24,10 @@ forward's saved tensors prepared outside the timed call, as autograd would hold 
 faults on buffers glibc mapped afresh. PyTorch is optional: it is imported only when a
 PyTorch case runs, and ``run`` reports layerforge alone when it is missing. Rates: GFLOP/s for
 the compute-bound ops (convolution, dense, training steps), GB/s of bytes read + written for the
-memory-bound ones; "% of peak"
-divides them by the measured float32 FMA peak (``_C.fma_peak_gflops``), respectively by the
-bandwidth of a memcpy moving the same number of bytes with the same threads
-(``_C.copy_bandwidth_gbs``), so cache-resident sizes are compared with cache-resident copies.
+memory-bound ones; "% of peak" divides them by the measured float32 FMA peak
+(``_C.fma_peak_gflops``), respectively by the bandwidth of a memcpy moving the same number of
+bytes with the same threads (``_C.copy_bandwidth_gbs``), so cache-resident sizes are compared
+with cache-resident copies.
 """
 
 from __future__ import annotations
@@ -107,6 +107,14 @@ def steady_allocator() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+
+
+def add_allocator_option(parser: Any) -> None:
+    """``--default-allocator`` for the benchmark scripts that time one library in its own
+    process: without it they call ``steady_allocator`` first, as ``run`` does."""
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's malloc as it is (default: layerforge.bench.steady_allocator, so "
+                             "that no library's steps pay page faults on freshly mapped buffers)")
 
 
 def default_threads() -> int:
