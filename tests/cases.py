@@ -49,6 +49,15 @@ CONV = [
     (8, 4, 7, 102, 64, 3, 3, 1, 0, 1, True),
     # dW over image chunks (~256 KiB of x and dy each): 2 + 1 images a thread here.
     (6, 4, 22, 22, 64, 3, 3, 1, 0, 1, True),
+    # Numba's direct shallow forward (_numba_simd.conv_rows: 16 columns a step, the last step
+    # moved back to the row's end): the variant's conv 1 (3 channels, depth 27); rows of one
+    # step (rectangular taps, no bias), two whole steps, and 17 columns; an even 'same'
+    # kernel, padded only bottom and right, which must take the column path.
+    (2, 3, 32, 32, 32, 3, 3, 1, 0, 1, True),
+    (1, 2, 5, 20, 5, 2, 5, 1, "valid", 1, False),
+    (2, 1, 6, 34, 3, 3, 3, 1, 0, 1, True),
+    (1, 1, 4, 19, 4, 3, 3, 1, 0, 1, True),
+    (1, 2, 6, 20, 3, 2, 2, 1, "same", 1, True),
 ]
 
 # pool: (N, C, H, W, kernel, stride, padding)

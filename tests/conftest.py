@@ -81,12 +81,15 @@ def backend(request):
         nb = _backend.load("numba")
         if nb._blas_local is None:
             pytest.skip("the Numba backend runs one thread here: NumPy's BLAS has no per-thread setting")
-        saved = nb._PARALLEL_WORK, nb._COL_BYTES, nb._POOL_PARALLEL, nb._ELTWISE_PARALLEL, nb.get_num_threads()
-        nb._PARALLEL_WORK, nb._COL_BYTES, nb._POOL_PARALLEL, nb._ELTWISE_PARALLEL = 0, 1 << 12, 0, 0
+        names = ("_PARALLEL_WORK", "_DIRECT_PARALLEL", "_COL_BYTES", "_POOL_PARALLEL", "_ELTWISE_PARALLEL")
+        saved, threads = [getattr(nb, a) for a in names], nb.get_num_threads()
+        for a, v in zip(names, (0, 0, 1 << 12, 0, 0)):
+            setattr(nb, a, v)
         nb.set_num_threads(3)
         yield name
-        nb._PARALLEL_WORK, nb._COL_BYTES, nb._POOL_PARALLEL, nb._ELTWISE_PARALLEL = saved[:4]
-        nb.set_num_threads(saved[4])
+        for a, v in zip(names, saved):
+            setattr(nb, a, v)
+        nb.set_num_threads(threads)
         return
     c = _backend.load("cpp")
     if path == "im2col":

@@ -7,6 +7,7 @@ import pytest
 from cases import CONV
 from conftest import assert_close, rand, same_bits_on_1_2_3_threads, threaded_numba
 
+from layerforge import _backend
 from layerforge import _reference as ref
 from layerforge import ops
 
@@ -247,6 +248,31 @@ def test_numba_results_do_not_depend_on_threads(monkeypatch):
     want = ref.conv2d_backward(dy, x, w, b)
     for name, g, r in zip(("dx", "dw", "db"), first[1:4], want):
         assert_close(g, r, np.float32, name)
+
+
+# The cases _numba_simd.conv_rows takes: stride 1, no padding, no dilation, depth C*R*S <= 32,
+# at most 64 filters, output rows of at least 16 columns.
+DIRECT_NUMBA = [c for c in CONV if c[7:10] in ((1, 0, 1), (1, "valid", 1))
+                and c[1] * c[5] * c[6] <= 32 and c[4] <= 64 and c[3] - c[6] + 1 >= 16]
+
+
+@pytest.mark.parametrize("c", DIRECT_NUMBA, ids=[str(c) for c in DIRECT_NUMBA])
+@pytest.mark.parametrize("relu", [False, True])
+def test_numba_direct_forward_matches_the_column_path_bit_for_bit(dtype, c, relu):
+    # The plain forward of shallow unpadded convolutions (conv 1) runs _numba_simd.conv_rows;
+    # the fused conv -> relu -> pool keeps im2col + small_gemm. Both must give the same bits,
+    # so that the fused op stays equal to the three ops.
+    nb = _backend.load("numba")
+    if nb is None:
+        pytest.skip(f"numba unavailable: {_backend.unavailable_reason('numba')}")
+    x, w, b, kw = _case(c, dtype)
+    y = ops.conv2d(x, w, b, **kw, activation="relu" if relu else None, backend="numba")
+    n, k_out, oh, ow = y.shape
+    col = np.empty_like(y)
+    bias = np.zeros(k_out, dtype) if b is None else b
+    nb._forward_chunks(lambda tmp, n0: nb._k_unchunk_bias(col.reshape(n, k_out, -1), tmp, bias, n0, relu),
+                       x, w, 1, 1, 0, 0, 1, 1, oh, ow)
+    np.testing.assert_array_equal(y, col)
 
 
 def test_conv2d_relu_maxpool_backward_takes_any_index(backend, dtype):
