@@ -259,9 +259,10 @@ DIRECT_NUMBA = [c for c in CONV if c[7:10] in ((1, 0, 1), (1, "valid", 1))
 @pytest.mark.parametrize("c", DIRECT_NUMBA, ids=[str(c) for c in DIRECT_NUMBA])
 @pytest.mark.parametrize("relu", [False, True])
 def test_numba_direct_forward_matches_the_column_path_bit_for_bit(dtype, c, relu):
-    # The plain forward of shallow unpadded convolutions (conv 1) runs _numba_simd.conv_rows;
-    # the fused conv -> relu -> pool keeps im2col + small_gemm. Both must give the same bits,
-    # so that the fused op stays equal to the three ops.
+    # The forward of shallow unpadded convolutions (conv 1) runs _numba_simd.conv_rows, and the
+    # fused conv -> relu -> pool conv_pool_rows. conv_rows must give the column path's bits
+    # (im2col + small_gemm + bias), and the fused op those of conv -> relu -> max pool (which
+    # _assert_same_as_three_ops checks only to rounding for Numba).
     nb = _backend.load("numba")
     if nb is None:
         pytest.skip(f"numba unavailable: {_backend.unavailable_reason('numba')}")
@@ -273,6 +274,11 @@ def test_numba_direct_forward_matches_the_column_path_bit_for_bit(dtype, c, relu
     nb._forward_chunks(lambda tmp, n0: nb._k_unchunk_bias(col.reshape(n, k_out, -1), tmp, bias, n0, relu),
                        x, w, 1, 1, 0, 0, 1, 1, oh, ow)
     np.testing.assert_array_equal(y, col)
+    if relu and oh >= 2:  # pooling needs two rows
+        yp, idx = ops.conv2d_relu_maxpool(x, w, b, **kw, backend="numba")
+        y3, idx3 = ops.max_pool2d(y, 2, return_indices=True, backend="numba")
+        np.testing.assert_array_equal(yp, y3)
+        np.testing.assert_array_equal(idx, idx3)
 
 
 def test_conv2d_relu_maxpool_backward_takes_any_index(backend, dtype):

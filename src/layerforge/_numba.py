@@ -433,6 +433,16 @@ def _bias_or_zeros(b: Array | None, k_out: int, dtype: np.dtype) -> Array:
     return np.zeros(k_out, dtype) if b is None else b
 
 
+def _direct(x: Array, w: Array, oh: int, ow: int, sh: int, sw: int, ph: int, pw: int, dh: int, dw: int) -> bool:
+    """Whether the forward of this convolution (output oh x ow) takes _simd.conv_rows /
+    conv_pool_rows. They need every tap inside the input: no padding on any side (a 'same'
+    padding of an even kernel pads only the bottom and right, so the output's size is checked
+    too)."""
+    k_out, c_in, r, s = w.shape
+    return ((sh, sw, ph, pw, dh, dw) == (1, 1, 0, 0, 1, 1) and oh == x.shape[2] - r + 1 and ow == x.shape[3] - s + 1
+            and _simd.conv_rows_apply(c_in, r, s, k_out, ow))
+
+
 def conv2d_forward(
     y: Array, x: Array, w: Array, b: Array | None,
     sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, relu: bool = False,
@@ -440,13 +450,9 @@ def conv2d_forward(
     if y.size == 0:
         return
     bias = _bias_or_zeros(b, w.shape[0], y.dtype)
-    k_out, c_in, r, s = w.shape
-    # conv_rows needs every tap inside the input: no padding on any side (a 'same' padding of an
-    # even kernel pads only the bottom and right, so the output's size is checked too).
-    valid = y.shape[2] == x.shape[2] - r + 1 and y.shape[3] == x.shape[3] - s + 1
-    if (sh, sw, ph, pw, dh, dw) == (1, 1, 0, 0, 1, 1) and valid and _simd.conv_rows_apply(c_in, r, s, k_out, y.shape[3]):
-        kern = _simd.conv_rows(c_in, r, s, k_out)
-        work = float(y.size) * c_in * r * s
+    if _direct(x, w, y.shape[2], y.shape[3], sh, sw, ph, pw, dh, dw):
+        kern = _simd.conv_rows(*w.shape[1:], w.shape[0])
+        work = float(y.size) * w[0].size
         _split(lambda p: kern(y, x, w, bias, p.start, p.stop, relu), y.shape[0], work >= _DIRECT_PARALLEL)
         return
     y3 = y.reshape(y.shape[0], y.shape[1], -1)
@@ -1102,6 +1108,11 @@ def conv2d_relu_pool_forward(
     n, k_out = y.shape[0], y.shape[1]
     y3, i3 = y.reshape(n, k_out, -1), indices.reshape(n, k_out, -1)
     bias = _bias_or_zeros(b, k_out, y.dtype)
+    if _direct(x, w, oh, ow, sh, sw, ph, pw, dh, dw):
+        kern = _simd.conv_pool_rows(*w.shape[1:], k_out)
+        work = float(n) * k_out * oh * ow * w[0].size
+        _split(lambda p: kern(y, indices, x, w, bias, p.start, p.stop), n, work >= _DIRECT_PARALLEL)
+        return
     eh, ew = oh - oh % 2, ow - ow % 2
     # Rows of more than 8 windows go through _numba_simd's 16-window steps: conv 1's chunks
     # (26 wide, float32) 128 -> 81 us, float64 334 -> 104; on conv 2's (5 windows a row) they
