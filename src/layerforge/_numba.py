@@ -111,9 +111,9 @@ def _scratch(slot: int, shape: tuple[int, ...], dtype: np.dtype) -> Array:
 # 152 for two one-thread GEMMs side by side, and OpenBLAS's idle worker spins for about
 # 0.1 s after each call, against our threads.
 _PARALLEL_WORK = 4e6  # multiply-adds below which the chunks run in the calling thread
-# Multiply-adds from which _simd.conv_rows splits its images over the worker threads: conv 1
-# (32 filters of 3x3 on 28x28) at batch 16 took 70 us on one thread and 100 on two, 32
-# 143 and 139, 64 285 and 217, 256 1407 and 948.
+# Multiply-adds from which _simd.conv_rows and conv_pool_rows split their images over the
+# worker threads: conv 1's plain forward (32 filters of 3x3 on 28x28) at batch 16 took 70 us
+# on one thread and 100 on two, 32 143 and 139, 64 285 and 217, 256 1407 and 948.
 _DIRECT_PARALLEL = 8e6
 
 

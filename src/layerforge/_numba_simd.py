@@ -3,8 +3,8 @@
 - 2x2 max pooling with indices, 16 windows of a row a step (``max_pool_rows``), and the same
   with the bias and relu fused for the conv -> relu -> pool forward (``unchunk_relu_pool``);
 - GEMMs of depth up to 32 (``small_gemm``: conv 1's 9 rows), register-blocked;
-- the same shallow convolutions computed straight from the input rows (``conv_rows``: conv 1's
-  plain forward, no column matrix);
+- the same shallow convolutions, unpadded, straight from the input rows with no column matrix
+  (``conv_rows``: conv 1's plain forward; ``conv_pool_rows``: its fused conv -> relu -> pool);
 - ``pow2``, 2^n from its exponent bits, for ``_numba._k_sigmoid32``'s exp.
 
 A plane is small when its input holds at most 256 values and its output at most 32 (the
@@ -33,7 +33,10 @@ Results are bit-identical to ``_numba``'s row kernels (same operations in the sa
 - max: a value replaces the running maximum when it is greater or NaN, in window row order;
   indices h*W + w in the plane;
 - average: ((a + b) + c) + d, times 0.25, in the input's dtype;
-- average backward: dy * 0.25 on each window, 0 where no window reaches.
+- average backward: dy * 0.25 on each window, 0 where no window reaches;
+- shallow convolutions (``conv_rows``): the column path's sums (``small_gemm``'s chain of fused
+  multiply-adds in im2col's row order, then + bias, then relu); fused with the 2x2 max pool
+  (``conv_pool_rows``), those values pooled as ``max_pool_rows`` pools them.
 """
 
 from __future__ import annotations
