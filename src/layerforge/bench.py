@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend, ops
+from ._info import steady_allocator
 
 Fn = Callable[[], object]
 Factory = Callable[[str], Fn]
@@ -79,41 +80,11 @@ def _require_torch() -> Any:
     return torch
 
 
-# glibc mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-STEADY_MMAP_BYTES = 32 << 20  # glibc's largest heap-served block (DEFAULT_MMAP_THRESHOLD_MAX, 64-bit)
-
-
-def steady_allocator() -> bool:
-    """Keep freed memory in this process (glibc only), so that neither library's timings include
-    the kernel mapping fresh zeroed pages into a buffer it allocates on every call.
-
-    Left to itself, glibc hands blocks above a moving threshold to mmap and returns freed memory
-    at the top of a heap to the system, and where a block lands depends on what the process
-    allocated before. On our machine (session 14) PyTorch's conv1 forward at batch 32 ran in
-    0.17 ms in one process state and 1.9-2.2 ms in another, the same oneDNN kernels taking
-    1,320 page faults a call, once our convolution had run in the same process; layerforge bench
-    had been reporting that row at 10x. With blocks up to 32 MiB served from the heap and no
-    trimming, both libraries reuse their freed buffers as a caching allocator would. Returns
-    whether the settings took (False off glibc: nothing changes there).
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-
-
 def add_allocator_option(parser: Any) -> None:
     """``--default-allocator`` for the benchmark scripts that time one library in its own
     process: without it they call ``steady_allocator`` first, as ``run`` does."""
     parser.add_argument("--default-allocator", action="store_true",
-                        help="leave glibc's malloc as it is (default: layerforge.bench.steady_allocator, so "
+                        help="leave glibc's malloc as it is (default: layerforge.steady_allocator, so "
                              "that no library's steps pay page faults on freshly mapped buffers)")
 
 
