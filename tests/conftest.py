@@ -81,9 +81,9 @@ def backend(request):
         nb = _backend.load("numba")
         if nb._blas_local is None:
             pytest.skip("the Numba backend runs one thread here: NumPy's BLAS has no per-thread setting")
-        names = ("_PARALLEL_WORK", "_DIRECT_PARALLEL", "_COL_BYTES", "_POOL_PARALLEL", "_ELTWISE_PARALLEL")
+        names = ("_PARALLEL_WORK", "_COL_BYTES", "_POOL_PARALLEL", "_ELTWISE_PARALLEL")
         saved, threads = [getattr(nb, a) for a in names], nb.get_num_threads()
-        for a, v in zip(names, (0, 0, 1 << 12, 0, 0)):
+        for a, v in zip(names, (0, 1 << 12, 0, 0)):
             setattr(nb, a, v)
         nb.set_num_threads(3)
         yield name

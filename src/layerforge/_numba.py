@@ -110,11 +110,14 @@ def _scratch(slot: int, shape: tuple[int, ...], dtype: np.dtype) -> Array:
 # kept out of it: a two-thread GEMM per chunk ran conv2-sized chunks at 78 GFLOP/s against
 # 152 for two one-thread GEMMs side by side, and OpenBLAS's idle worker spins for about
 # 0.1 s after each call, against our threads.
-_PARALLEL_WORK = 4e6  # multiply-adds below which the chunks run in the calling thread
-# Multiply-adds from which _simd.conv_rows and conv_pool_rows split their images over the
-# worker threads: conv 1's plain forward (32 filters of 3x3 on 28x28) at batch 16 took 70 us
-# on one thread and 100 on two, 32 143 and 139, 64 285 and 217, 256 1407 and 948.
-_DIRECT_PARALLEL = 8e6
+# Multiply-adds below which the chunks run in the calling thread. _simd.conv_rows and
+# conv_pool_rows split their images from the same size: conv 1's plain forward (32 filters of
+# 3x3 on 28x28) at batch 16 took 70 us on one thread and 100 on two, 32 143 and 139, 64 285
+# and 217. At batch 32 they ran on one thread first (session 15), and the Numba ops after them
+# in the benchmark suite then ran up to 2x slower (conv 2's backward at batch 32 3.8-5.2 ms
+# against 3.1-3.3 with conv 1 on the workers, three pytest runs each): long stretches with the
+# second core idle left our worker threads slow for seconds on this VM.
+_PARALLEL_WORK = 4e6
 
 
 def _find_blas_local() -> Callable[[int], int] | None:
@@ -453,7 +456,7 @@ def conv2d_forward(
     if _direct(x, w, y.shape[2], y.shape[3], sh, sw, ph, pw, dh, dw):
         kern = _simd.conv_rows(*w.shape[1:], w.shape[0])
         work = float(y.size) * w[0].size
-        _split(lambda p: kern(y, x, w, bias, p.start, p.stop, relu), y.shape[0], work >= _DIRECT_PARALLEL)
+        _split(lambda p: kern(y, x, w, bias, p.start, p.stop, relu), y.shape[0], work >= _PARALLEL_WORK)
         return
     y3 = y.reshape(y.shape[0], y.shape[1], -1)
     _forward_chunks(lambda tmp, n0: _k_unchunk_bias(y3, tmp, bias, n0, relu),
@@ -1111,7 +1114,7 @@ def conv2d_relu_pool_forward(
     if _direct(x, w, oh, ow, sh, sw, ph, pw, dh, dw):
         kern = _simd.conv_pool_rows(*w.shape[1:], k_out)
         work = float(n) * k_out * oh * ow * w[0].size
-        _split(lambda p: kern(y, indices, x, w, bias, p.start, p.stop), n, work >= _DIRECT_PARALLEL)
+        _split(lambda p: kern(y, indices, x, w, bias, p.start, p.stop), n, work >= _PARALLEL_WORK)
         return
     eh, ew = oh - oh % 2, ow - ow % 2
     # Rows of more than 8 windows go through _numba_simd's 16-window steps: conv 1's chunks
