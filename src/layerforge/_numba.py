@@ -115,8 +115,8 @@ def _scratch(slot: int, shape: tuple[int, ...], dtype: np.dtype) -> Array:
 # 3x3 on 28x28) at batch 16 took 70 us on one thread and 100 on two, 32 143 and 139, 64 285
 # and 217. At batch 32 they ran on one thread first (session 15), and the Numba ops after them
 # in the benchmark suite then ran up to 2x slower (conv 2's backward at batch 32 3.8-5.2 ms
-# against 3.1-3.3 with conv 1 on the workers, three pytest runs each): long stretches with the
-# second core idle left our worker threads slow for seconds on this VM.
+# in three pytest runs against 3.1-3.3 in two with conv 1 on the workers; our reading: long
+# stretches with the second core idle leave the worker threads slow for a while on this VM).
 _PARALLEL_WORK = 4e6
 
 
