@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from layerforge.bench import add_allocator_option, steady_allocator
+from layerforge.bench import add_allocator_option, apply_allocator_option
 
 
 def _ours(backend: str, batches: list) -> Callable[[int], None]:
@@ -58,8 +58,7 @@ def main() -> None:
                    help="also print every sample (ms per step), to see a run change speed midway")
     add_allocator_option(p)
     a = p.parse_args()
-    if not a.default_allocator:
-        steady_allocator()
+    apply_allocator_option(a)
     if a.impl.startswith("torch"):
         import torch  # noqa: F401  (first: its libgomp then serves both, see README)
     import layerforge

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from layerforge.bench import add_allocator_option, steady_allocator
+from layerforge.bench import add_allocator_option, apply_allocator_option
 
 
 def main() -> None:
@@ -24,8 +24,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     add_allocator_option(p)
     a = p.parse_args()
-    if not a.default_allocator:
-        steady_allocator()
+    apply_allocator_option(a)
     import torch
     import torch.nn.functional as F
     from torch import nn

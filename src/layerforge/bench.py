@@ -88,6 +88,12 @@ def add_allocator_option(parser: Any) -> None:
                              "that no library's steps pay page faults on freshly mapped buffers)")
 
 
+def apply_allocator_option(args: Any) -> None:
+    """``steady_allocator()`` unless the parsed ``args`` asked for ``--default-allocator``."""
+    if not args.default_allocator:
+        steady_allocator()
+
+
 def default_threads() -> int:
     """Cores this process may run on (its CPU affinity), the default for both sides."""
     try:
